@@ -1,0 +1,3 @@
+from reflectkit.cli import main
+
+main()

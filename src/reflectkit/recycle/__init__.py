@@ -1,0 +1,14 @@
+"""Reflection-Tuning data recycling (Li et al., 2023)."""
+
+from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
+from reflectkit.recycle.step import KEPT, REWRITTEN, RecycleConfig, RecycleStep
+
+__all__ = [
+    "ParseResult",
+    "parse_instruction_reflection",
+    "parse_response_reflection",
+    "RecycleConfig",
+    "RecycleStep",
+    "REWRITTEN",
+    "KEPT",
+]

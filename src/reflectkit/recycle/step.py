@@ -1,0 +1,270 @@
+"""The Reflection-Tuning recycle step (Li et al., 2023, "Reflection-Tuning: Data Recycling Improves LLM
+Instruction Tuning"; code: tianyi-lab/Reflection_Tuning ``reflection_code/``).
+
+Phases:
+
+* ``instruction``: the oracle critiques the pair and writes a new instruction *and* a new answer
+  (``[New Instruction] ... [End]`` / ``[New Answer] ... [End]``). Both or nothing: if either is unusable the
+  original pair is kept and the reason recorded, so a new instruction is never paired with the old answer.
+* ``response``: the oracle critiques the answer and writes a better one (``[Better Answer] ... [End]``).
+* ``both``: instruction reflection, then response reflection on its result (the paper's "Recycled" data).
+
+Sampling follows the paper: temperature 0, top_p 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from reflectkit.data.record import Record
+from reflectkit.engine.step import FAILED, RowResult, estimate_tokens
+from reflectkit.llm.base import Message, RequestFailed, SamplingParams
+from reflectkit.llm.cache import CachedChatModel
+from reflectkit.prompts import PromptSet, load_prompt_set
+from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
+
+Phase = Literal["instruction", "response", "both"]
+REWRITTEN = "rewritten"
+KEPT = "kept_original"
+
+_PLACEHOLDER_RE = re.compile(r"\{(instruction|input|output)\}")
+
+_STRUCTURED_SUFFIX = (
+    "\nReturn your answer as a JSON object with the keys {keys}. Put your analysis in \"critique\"."
+)
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "instruction": {
+        "type": "object",
+        "properties": {
+            "critique": {"type": "string"},
+            "new_instruction": {"type": "string"},
+            "new_answer": {"type": "string"},
+        },
+        "required": ["critique", "new_instruction", "new_answer"],
+    },
+    "response": {
+        "type": "object",
+        "properties": {"critique": {"type": "string"}, "better_answer": {"type": "string"}},
+        "required": ["critique", "better_answer"],
+    },
+}
+
+
+def fill(template: str, **values: str) -> str:
+    """Fill ``{instruction}``/``{input}``/``{output}`` in one pass, so braces in the data are never re-expanded."""
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+@dataclass
+class RecycleConfig:
+    phase: Phase = "response"
+    prompt_set: str = "paper"
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    structured: bool = False
+
+
+class RecycleStep:
+    """Reflection-Tuning data recycling as an engine Step."""
+
+    name = "recycle"
+
+    def __init__(self, oracle: CachedChatModel, config: RecycleConfig | None = None) -> None:
+        self.oracle = oracle
+        self.cfg = config or RecycleConfig()
+        if self.cfg.phase not in ("instruction", "response", "both"):
+            from reflectkit.errors import UserError
+
+            raise UserError(f"--phase must be instruction, response or both, got {self.cfg.phase!r}")
+        self.prompt_set: PromptSet = load_prompt_set("recycle", self.cfg.prompt_set)
+        self._structured_ok = self.cfg.structured
+        self._structured_warned = False
+
+    # ----------------------------------------------------------------- Step protocol
+    def models(self) -> dict[str, CachedChatModel]:
+        return {"oracle": self.oracle}
+
+    def config(self) -> dict[str, Any]:
+        return {**asdict(self.cfg), "prompt_set_sha256": self.prompt_set.sha256}
+
+    def sampling(self, structured_kind: str | None = None) -> SamplingParams:
+        rf = None
+        if structured_kind:
+            rf = {
+                "type": "json_schema",
+                "json_schema": {"name": f"reflection_{structured_kind}", "schema": _SCHEMAS[structured_kind], "strict": True},
+            }
+        return SamplingParams(
+            temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, response_format=rf
+        )
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"sampling": self.sampling().to_dict(), "phase": self.cfg.phase}
+
+    def estimate(self, records: list[Record]) -> dict[str, int]:
+        calls = len(records) * (2 if self.cfg.phase == "both" else 1)
+        prompt_tokens = 0
+        for r in records:
+            for msgs in self._messages_for_estimate(r):
+                prompt_tokens += sum(estimate_tokens(m["content"]) for m in msgs)
+        return {"rows": len(records), "oracle_calls": calls, "prompt_tokens": prompt_tokens,
+                "max_completion_tokens": calls * self.cfg.max_tokens}
+
+    def _messages_for_estimate(self, r: Record) -> list[list[Message]]:
+        out = []
+        if self.cfg.phase in ("instruction", "both"):
+            out.append(self.instruction_messages(r.instruction, r.input, r.output))
+        if self.cfg.phase in ("response", "both"):
+            out.append(self.response_messages(r.instruction, r.input, r.output))
+        return out
+
+    # ----------------------------------------------------------------- prompts
+    def instruction_messages(self, instruction: str, input: str, output: str) -> list[Message]:
+        ins = f"{instruction}\n{input}" if input else instruction
+        user = fill(self.prompt_set["instruction.user"], instruction=ins, output=output)
+        if self._structured_ok:
+            user += _STRUCTURED_SUFFIX.format(keys='"critique", "new_instruction", "new_answer"')
+        return [{"role": "system", "content": self.prompt_set["instruction.system"]}, {"role": "user", "content": user}]
+
+    def response_messages(self, instruction: str, input: str, output: str) -> list[Message]:
+        kind = "response_with_input" if input else "response_no_input"
+        user = fill(self.prompt_set[f"{kind}.user"], instruction=instruction, input=input, output=output)
+        if self._structured_ok:
+            user += _STRUCTURED_SUFFIX.format(keys='"critique", "better_answer"')
+        return [{"role": "system", "content": self.prompt_set[f"{kind}.system"]}, {"role": "user", "content": user}]
+
+    # ----------------------------------------------------------------- calls
+    async def _ask(self, messages: list[Message], kind: str) -> tuple[str, bool, int, int, bool]:
+        """Returns (text, truncated, prompt_tokens, completion_tokens, structured)."""
+        if self._structured_ok:
+            try:
+                res = await self.oracle.chat(messages, self.sampling(kind), prompt_version=self.prompt_set.version + "+json")
+                return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, True
+            except RequestFailed as exc:
+                if "HTTP 4" not in str(exc):
+                    raise
+                self._structured_ok = False
+                if not self._structured_warned:
+                    self._structured_warned = True
+                    print(
+                        f"warning: the oracle endpoint does not accept response_format json_schema ({str(exc)[:120]}); "
+                        "--structured falls back to the paper's tagged format",
+                        file=sys.stderr,
+                    )
+                messages = self.instruction_messages(*self._last) if kind == "instruction" else self.response_messages(*self._last)
+        res = await self.oracle.chat(messages, self.sampling(), prompt_version=self.prompt_set.version)
+        return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, False
+
+    @staticmethod
+    def _parse_structured(text: str, kind: str, truncated: bool) -> ParseResult:
+        from reflectkit.recycle.parse import is_placeholder
+
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            return ParseResult(False, "structured output is not valid JSON" + (" (cut off by the length limit)" if truncated else ""))
+        if not isinstance(obj, dict):
+            return ParseResult(False, "structured output is not a JSON object")
+        crit = str(obj.get("critique", ""))
+        if kind == "instruction":
+            ins, ans = obj.get("new_instruction"), obj.get("new_answer")
+            for label, v in (("new_instruction", ins), ("new_answer", ans)):
+                if not isinstance(v, str) or is_placeholder(v):
+                    return ParseResult(False, f"structured output: {label} missing, empty or a placeholder", critique=crit)
+            return ParseResult(True, None, ins, ans, crit)
+        ans = obj.get("better_answer")
+        if not isinstance(ans, str) or is_placeholder(ans):
+            return ParseResult(False, "structured output: better_answer missing, empty or a placeholder", critique=crit)
+        return ParseResult(True, None, None, ans, crit)
+
+    async def _phase(self, kind: str, instruction: str, input: str, output: str, original_instruction: str) -> dict[str, Any]:
+        self._last = (instruction, input, output)
+        if kind == "instruction":
+            msgs = self.instruction_messages(instruction, input, output)
+        else:
+            msgs = self.response_messages(instruction, input, output)
+        text, truncated, pt, ct, structured = await self._ask(msgs, kind)
+        if structured:
+            parsed = self._parse_structured(text, kind, truncated)
+        elif kind == "instruction":
+            parsed = parse_instruction_reflection(text, truncated=truncated, original_instruction=original_instruction)
+        else:
+            parsed = parse_response_reflection(text, truncated=truncated)
+        return {"parsed": parsed, "raw": text, "truncated": truncated, "prompt_tokens": pt, "completion_tokens": ct,
+                "structured": structured}
+
+    async def process(self, rec: Record) -> RowResult:
+        original = {"instruction": rec.instruction, "input": rec.input, "output": rec.output}
+        base_rk: dict[str, Any] = {
+            "phase": self.cfg.phase,
+            "original": original,
+            "oracle": self.oracle.cache_identity,
+            "prompt_set": self.prompt_set.version,
+        }
+        if rec.turns > 1:
+            return RowResult(KEPT, "multi-turn conversation: only the first exchange could be recycled, row kept as is",
+                             rk={**base_rk, "critique": "", "raw": None, "tokens": {"prompt": 0, "completion": 0}})
+        phases: dict[str, Any] = {}
+        tokens = {"prompt": 0, "completion": 0}
+        ins, inp, out = rec.instruction, rec.input, rec.output
+        status, reason = REWRITTEN, None
+        critiques: list[str] = []
+        raws: dict[str, str] = {}
+        truncated_any = False
+        flags: list[str] = []
+        order = ["instruction", "response"] if self.cfg.phase == "both" else [self.cfg.phase]
+        for kind in order:
+            try:
+                r = await self._phase(kind, ins, inp, out, rec.instruction)
+            except RequestFailed as exc:
+                # A failed call fails the row (retried on re-run; earlier phases come from the cache then).
+                phases[kind] = {"status": FAILED, "reason": str(exc)}
+                return RowResult(FAILED, f"{kind} reflection: {exc}",
+                                 rk={**base_rk, "critique": "", "raw": raws or None, "tokens": tokens, "phases": phases},
+                                 prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
+            tokens["prompt"] += r["prompt_tokens"]
+            tokens["completion"] += r["completion_tokens"]
+            raws[kind] = r["raw"]
+            truncated_any = truncated_any or r["truncated"]
+            p: ParseResult = r["parsed"]
+            flags += p.flags
+            if p.critique:
+                critiques.append(p.critique)
+            if not p.ok:
+                phases[kind] = {"status": KEPT, "reason": p.reason}
+                if kind == order[0]:
+                    status, reason = KEPT, f"{kind} reflection: {p.reason}"
+                    break
+                continue
+            phases[kind] = {"status": REWRITTEN}
+            if kind == "instruction":
+                ins, inp, out = p.instruction or ins, "", p.answer or out
+            else:
+                out = p.answer or out
+        rk = {
+            **base_rk,
+            "critique": "\n\n".join(critiques),
+            "raw": raws.get(order[0]) if len(order) == 1 else raws,
+            "phases": phases,
+            "truncated": truncated_any,
+            "parse_flags": sorted(set(flags)),
+            "tokens": tokens,
+        }
+        if status == KEPT:
+            return RowResult(KEPT, reason, rk=rk, prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
+        changed = (ins, inp, out) != (rec.instruction, rec.input, rec.output)
+        return RowResult(
+            REWRITTEN if changed else KEPT,
+            None if changed else "oracle returned the original text unchanged",
+            rk=rk,
+            instruction=ins,
+            input=inp,
+            output=out,
+            prompt_tokens=tokens["prompt"],
+            completion_tokens=tokens["completion"],
+        )

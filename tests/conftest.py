@@ -1,0 +1,111 @@
+"""Shared fixtures: isolated cache dirs, paths to shared data, a real llama.cpp server on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+SHARED_DATA = SHARED / "data"
+ALPACA = SHARED_DATA / "instructions" / "alpaca_cherry_5pct.json"
+GSM8K_TRAIN = SHARED_DATA / "instructions" / "gsm8k_train.jsonl"
+GSM8K_TEST = SHARED_DATA / "benchmarks" / "gsm8k_test.jsonl"
+FIXTURES = Path(__file__).parent / "fixtures"
+ARTIFACTS = ROOT / "test-artifacts"
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own response cache and no progress bars, so tests never share state by accident."""
+    monkeypatch.setenv("REFLECTKIT_CACHE_DIR", str(tmp_path_factory.mktemp("rkcache")))
+    monkeypatch.setenv("REFLECTKIT_NO_PROGRESS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def alpaca_path() -> Path:
+    return ALPACA
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    from reflectkit.llm.embedded import embedded_gguf_path
+
+    return embedded_gguf_path()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """A real ``python -m llama_cpp.server`` serving the SmolLM2 GGUF on 127.0.0.1:<free port>."""
+
+    def __init__(self, gguf: Path, log_path: Path, alias: str = "smollm2", n_ctx: int = 4096) -> None:
+        self.port = free_port()
+        self.alias = alias
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx), "--seed", "0"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited with {self.proc.returncode}; log: {log_path}")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("llama.cpp server did not come up within 120s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server(gguf_path, tmp_path_factory):
+    """Session-wide real llama.cpp server (OpenAI-compatible) with the embedded SmolLM2 model."""
+    server = LlamaServer(gguf_path, tmp_path_factory.mktemp("llama") / "server.log")
+    yield server
+    server.stop()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real ``reflectkit`` CLI in a subprocess (as a user would)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "reflectkit", *args], capture_output=True, text=True, env=full_env,
+        cwd=str(cwd) if cwd else None, timeout=timeout,
+    )
