@@ -79,15 +79,27 @@ def open_cache(no_cache: bool) -> Any:
 
 def open_model(flags: ModelFlags, *, no_cache: bool = False, cache_only: bool = False, concurrency: int = 8,
                setting_name: str = "--oracle") -> Any:
-    """Build and (for endpoints) probe a model; UserError on unreachable endpoint or wrong key."""
-    from reflectkit.llm.factory import open_chat_model
+    """Build a model client. Endpoints are probed (``/v1/models``) by the engine when the run starts, inside the
+    run's own event loop; code that calls the model outside the engine should ``await probe_model(model)`` first."""
+    from reflectkit.llm.factory import build_chat_model
 
     if cache_only and no_cache:
         raise UserError("--cache-only needs the cache; drop --no-cache")
-    return asyncio.run(
-        open_chat_model(flags.spec(), cache=open_cache(no_cache), concurrency=concurrency, setting_name=setting_name,
-                        cache_only=cache_only)
-    )
+    return build_chat_model(flags.spec(), cache=open_cache(no_cache), concurrency=concurrency, setting_name=setting_name,
+                            cache_only=cache_only)
+
+
+async def probe_model(model: Any) -> None:
+    """Ask an endpoint for its identity; unreachable endpoint or rejected key -> UserError (exit 2)."""
+    from reflectkit.llm.base import FatalModelError
+
+    inner = getattr(model, "inner", model)
+    if getattr(model, "cache_only", False) or getattr(inner, "probed", True):
+        return
+    try:
+        await inner.probe()
+    except FatalModelError as exc:
+        raise UserError(str(exc)) from None
 
 
 def print_dry_run(step_name: str, estimate: dict[str, Any]) -> None:

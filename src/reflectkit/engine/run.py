@@ -135,8 +135,16 @@ class Run:
             return RowResult.failure(redact(f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------ main
+    async def _probe_models(self) -> None:
+        """Ask endpoints for their identity once (unreachable endpoint or rejected key: exit 2 before any row)."""
+        from reflectkit.cli_common import probe_model
+
+        for m in self.models.values():
+            await probe_model(m)
+
     async def execute(self) -> RunSummary:
         t0 = time.monotonic()
+        await self._probe_models()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ledger = self._open_ledger()
         try:

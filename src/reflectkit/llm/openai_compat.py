@@ -67,6 +67,7 @@ class OpenAICompatModel:
         self.cache_identity = f"openai-compatible:{model}"
         self.calls = 0
         self.retries = 0
+        self.probed = False
         self._fingerprints: set[str] = set()
 
     async def probe(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class OpenAICompatModel:
                 served = [m.id for m in page.data]
                 self.identity["served_models"] = served
                 self.identity["reported_model"] = self.model if self.model in served else (served[0] if len(served) == 1 else None)
+                self.probed = True
                 return self.identity
             except openai.AuthenticationError:
                 raise FatalModelError(f"the endpoint ({where}) rejected the API key (HTTP 401); check the key variable") from None
@@ -87,6 +89,7 @@ class OpenAICompatModel:
             except openai.NotFoundError:
                 # Some servers do not implement /v1/models; not fatal.
                 self.identity["served_models"] = None
+                self.probed = True
                 return self.identity
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError) as exc:
                 last = exc
@@ -124,6 +127,9 @@ class OpenAICompatModel:
                     ) from None
                 except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                     retry_after = parse_retry_after(getattr(getattr(exc, "response", None), "headers", None))
+                    if isinstance(exc, openai.InternalServerError) and "validation error" in str(exc):
+                        # Some servers (llama-cpp-python) answer an invalid request field with a 500: not transient.
+                        raise RequestFailed(f"HTTP {exc.status_code} (request rejected): {redact(str(exc))[:300]}") from None
                     if attempt >= self.retry.max_attempts:
                         raise RequestFailed(f"{type(exc).__name__} after {attempt} attempts: {redact(str(exc))[:300]}") from None
                     self.retries += 1

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def recycle_cmd(
         input: c.InputArg,
         output: c.OutputOpt = None,
-        phase: Annotated[str, typer.Option("--phase", help="instruction, response or both (instruction then response).")] = "response",
+        phase: Annotated[str, typer.Option("--phase", help="instruction, response, both (instruction then response) or all (the four variants for selective selection).")] = "response",
         max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Oracle max_tokens; cut-off answers are flagged.")] = 1024,
         structured: Annotated[bool, typer.Option("--structured", help="Ask for JSON (response_format json_schema) where supported.")] = False,
         prompt_set: Annotated[str, typer.Option("--prompt-set", help="Prompt set: 'paper' (verbatim) or a directory.")] = "paper",

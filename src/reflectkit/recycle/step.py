@@ -8,6 +8,10 @@ Phases:
   original pair is kept and the reason recorded, so a new instruction is never paired with the old answer.
 * ``response``: the oracle critiques the answer and writes a better one (``[Better Answer] ... [End]``).
 * ``both``: instruction reflection, then response reflection on its result (the paper's "Recycled" data).
+* ``all``: the four variants Selective Reflection-Tuning (Li et al., ACL Findings 2024) chooses from: original,
+  instruction-reflected, response-reflected (of the original pair) and both-reflected (response reflection of the
+  instruction-reflected pair); three oracle calls per row, recorded under ``variants``. The row's own texts become
+  the most-reflected variant available (both > instruction > response).
 
 Sampling follows the paper: temperature 0, top_p 1.
 """
@@ -27,7 +31,7 @@ from reflectkit.llm.cache import CachedChatModel
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
 
-Phase = Literal["instruction", "response", "both"]
+Phase = Literal["instruction", "response", "both", "all"]
 REWRITTEN = "rewritten"
 KEPT = "kept_original"
 
@@ -77,13 +81,12 @@ class RecycleStep:
     def __init__(self, oracle: CachedChatModel, config: RecycleConfig | None = None) -> None:
         self.oracle = oracle
         self.cfg = config or RecycleConfig()
-        if self.cfg.phase not in ("instruction", "response", "both"):
+        if self.cfg.phase not in ("instruction", "response", "both", "all"):
             from reflectkit.errors import UserError
 
-            raise UserError(f"--phase must be instruction, response or both, got {self.cfg.phase!r}")
+            raise UserError(f"--phase must be instruction, response, both or all, got {self.cfg.phase!r}")
         self.prompt_set: PromptSet = load_prompt_set("recycle", self.cfg.prompt_set)
-        self._structured_ok = self.cfg.structured
-        self._structured_warned = False
+        self._structured_mode: str | None = "json_schema" if self.cfg.structured else None
 
     # ----------------------------------------------------------------- Step protocol
     def models(self) -> dict[str, CachedChatModel]:
@@ -94,11 +97,14 @@ class RecycleStep:
 
     def sampling(self, structured_kind: str | None = None) -> SamplingParams:
         rf = None
-        if structured_kind:
+        if structured_kind and self._structured_mode == "json_schema":
             rf = {
                 "type": "json_schema",
                 "json_schema": {"name": f"reflection_{structured_kind}", "schema": _SCHEMAS[structured_kind], "strict": True},
             }
+        elif structured_kind and self._structured_mode == "json_object":
+            # llama-cpp-python's server (and Anyscale-style endpoints) take the schema inside json_object.
+            rf = {"type": "json_object", "schema": _SCHEMAS[structured_kind]}
         return SamplingParams(
             temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, response_format=rf
         )
@@ -107,7 +113,7 @@ class RecycleStep:
         return {"sampling": self.sampling().to_dict(), "phase": self.cfg.phase}
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
-        calls = len(records) * (2 if self.cfg.phase == "both" else 1)
+        calls = len(records) * {"both": 2, "all": 3}.get(self.cfg.phase, 1)
         prompt_tokens = 0
         for r in records:
             for msgs in self._messages_for_estimate(r):
@@ -117,9 +123,11 @@ class RecycleStep:
 
     def _messages_for_estimate(self, r: Record) -> list[list[Message]]:
         out = []
-        if self.cfg.phase in ("instruction", "both"):
+        if self.cfg.phase in ("instruction", "both", "all"):
             out.append(self.instruction_messages(r.instruction, r.input, r.output))
-        if self.cfg.phase in ("response", "both"):
+        if self.cfg.phase in ("response", "both", "all"):
+            out.append(self.response_messages(r.instruction, r.input, r.output))
+        if self.cfg.phase == "all":
             out.append(self.response_messages(r.instruction, r.input, r.output))
         return out
 
@@ -127,36 +135,47 @@ class RecycleStep:
     def instruction_messages(self, instruction: str, input: str, output: str) -> list[Message]:
         ins = f"{instruction}\n{input}" if input else instruction
         user = fill(self.prompt_set["instruction.user"], instruction=ins, output=output)
-        if self._structured_ok:
+        if self._structured_mode:
             user += _STRUCTURED_SUFFIX.format(keys='"critique", "new_instruction", "new_answer"')
         return [{"role": "system", "content": self.prompt_set["instruction.system"]}, {"role": "user", "content": user}]
 
     def response_messages(self, instruction: str, input: str, output: str) -> list[Message]:
         kind = "response_with_input" if input else "response_no_input"
         user = fill(self.prompt_set[f"{kind}.user"], instruction=instruction, input=input, output=output)
-        if self._structured_ok:
+        if self._structured_mode:
             user += _STRUCTURED_SUFFIX.format(keys='"critique", "better_answer"')
         return [{"role": "system", "content": self.prompt_set[f"{kind}.system"]}, {"role": "user", "content": user}]
 
     # ----------------------------------------------------------------- calls
-    async def _ask(self, messages: list[Message], kind: str) -> tuple[str, bool, int, int, bool]:
-        """Returns (text, truncated, prompt_tokens, completion_tokens, structured)."""
-        if self._structured_ok:
+    def _messages(self, kind: str, texts: tuple[str, str, str]) -> list[Message]:
+        return self.instruction_messages(*texts) if kind == "instruction" else self.response_messages(*texts)
+
+    async def _ask(self, kind: str, texts: tuple[str, str, str]) -> tuple[str, bool, int, int, bool]:
+        """Returns (text, truncated, prompt_tokens, completion_tokens, structured).
+
+        ``--structured`` tries ``response_format`` json_schema (OpenAI, vLLM, llama.cpp's C++ server), then
+        json_object with a schema (llama-cpp-python's server), then falls back to the paper's tagged format with
+        a warning, when the endpoint rejects the request with a 4xx.
+        """
+        while self._structured_mode:
+            mode = self._structured_mode
+            messages = self._messages(kind, texts)
             try:
                 res = await self.oracle.chat(messages, self.sampling(kind), prompt_version=self.prompt_set.version + "+json")
                 return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, True
             except RequestFailed as exc:
-                if "HTTP 4" not in str(exc):
-                    raise
-                self._structured_ok = False
-                if not self._structured_warned:
-                    self._structured_warned = True
-                    print(
-                        f"warning: the oracle endpoint does not accept response_format json_schema ({str(exc)[:120]}); "
-                        "--structured falls back to the paper's tagged format",
-                        file=sys.stderr,
-                    )
-                messages = self.instruction_messages(*self._last) if kind == "instruction" else self.response_messages(*self._last)
+                rejected = "HTTP 4" in str(exc) or "request rejected" in str(exc)
+                if not rejected or self._structured_mode != mode:
+                    if self._structured_mode == mode:
+                        raise
+                    continue  # another row already switched modes
+                self._structured_mode = "json_object" if mode == "json_schema" else None
+                print(
+                    f"warning: the oracle endpoint rejected response_format {mode} ({str(exc)[:160]}); --structured "
+                    + ("tries json_object with a schema" if self._structured_mode else "falls back to the paper's tagged format"),
+                    file=sys.stderr,
+                )
+        messages = self._messages(kind, texts)
         res = await self.oracle.chat(messages, self.sampling(), prompt_version=self.prompt_set.version)
         return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, False
 
@@ -183,12 +202,7 @@ class RecycleStep:
         return ParseResult(True, None, None, ans, crit)
 
     async def _phase(self, kind: str, instruction: str, input: str, output: str, original_instruction: str) -> dict[str, Any]:
-        self._last = (instruction, input, output)
-        if kind == "instruction":
-            msgs = self.instruction_messages(instruction, input, output)
-        else:
-            msgs = self.response_messages(instruction, input, output)
-        text, truncated, pt, ct, structured = await self._ask(msgs, kind)
+        text, truncated, pt, ct, structured = await self._ask(kind, (instruction, input, output))
         if structured:
             parsed = self._parse_structured(text, kind, truncated)
         elif kind == "instruction":
@@ -206,6 +220,8 @@ class RecycleStep:
             "oracle": self.oracle.cache_identity,
             "prompt_set": self.prompt_set.version,
         }
+        if self.cfg.phase == "all":
+            return await self._process_all(rec, base_rk)
         if rec.turns > 1:
             return RowResult(KEPT, "multi-turn conversation: only the first exchange could be recycled, row kept as is",
                              rk={**base_rk, "critique": "", "raw": None, "tokens": {"prompt": 0, "completion": 0}})
@@ -268,3 +284,66 @@ class RecycleStep:
             prompt_tokens=tokens["prompt"],
             completion_tokens=tokens["completion"],
         )
+
+    async def _process_all(self, rec: Record, base_rk: dict[str, Any]) -> RowResult:
+        """Phase ``all``: produce every variant Selective Reflection-Tuning selects from."""
+        original = base_rk["original"]
+        variants: dict[str, Any] = {"original": original, "instruction": None, "response": None, "both": None}
+        phases: dict[str, Any] = {}
+        raws: dict[str, str] = {}
+        critiques: dict[str, str] = {}
+        tokens = {"prompt": 0, "completion": 0}
+        truncated_any = False
+        flags: list[str] = []
+        if rec.turns > 1:
+            return RowResult(KEPT, "multi-turn conversation: only the first exchange could be recycled, row kept as is",
+                             rk={**base_rk, "variants": variants, "critique": "", "raw": None, "tokens": tokens})
+
+        async def run(name: str, kind: str, ins: str, inp: str, out: str) -> ParseResult | None:
+            nonlocal truncated_any
+            r = await self._phase(kind, ins, inp, out, rec.instruction)
+            tokens["prompt"] += r["prompt_tokens"]
+            tokens["completion"] += r["completion_tokens"]
+            raws[name] = r["raw"]
+            truncated_any = truncated_any or r["truncated"]
+            p: ParseResult = r["parsed"]
+            flags.extend(p.flags)
+            critiques[name] = p.critique
+            phases[name] = {"status": REWRITTEN} if p.ok else {"status": KEPT, "reason": p.reason}
+            return p if p.ok else None
+
+        try:
+            p_ins = await run("instruction", "instruction", rec.instruction, rec.input, rec.output)
+            if p_ins is not None:
+                variants["instruction"] = {"instruction": p_ins.instruction, "input": "", "output": p_ins.answer}
+            p_res = await run("response", "response", rec.instruction, rec.input, rec.output)
+            if p_res is not None:
+                variants["response"] = {"instruction": rec.instruction, "input": rec.input, "output": p_res.answer}
+            if p_ins is not None:
+                p_both = await run("both", "response", p_ins.instruction or "", "", p_ins.answer or "")
+                if p_both is not None:
+                    variants["both"] = {"instruction": p_ins.instruction, "input": "", "output": p_both.answer}
+            else:
+                phases["both"] = {"status": KEPT, "reason": "instruction reflection failed, so there is nothing to reflect"}
+        except RequestFailed as exc:
+            return RowResult(FAILED, str(exc), rk={**base_rk, "variants": variants, "phases": phases, "raw": raws or None,
+                                                   "critique": "", "tokens": tokens},
+                             prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
+        rk = {
+            **base_rk,
+            "variants": variants,
+            "phases": phases,
+            "critique": "\n\n".join(f"[{k}] {v}" for k, v in critiques.items() if v),
+            "critiques": critiques,
+            "raw": raws,
+            "truncated": truncated_any,
+            "parse_flags": sorted(set(flags)),
+            "tokens": tokens,
+        }
+        chosen = next((variants[k] for k in ("both", "instruction", "response") if variants[k] is not None), None)
+        if chosen is None:
+            reasons = "; ".join(f"{k}: {v.get('reason')}" for k, v in phases.items() if v.get("status") != REWRITTEN)
+            return RowResult(KEPT, f"no variant could be parsed ({reasons})", rk=rk,
+                             prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
+        return RowResult(REWRITTEN, None, rk=rk, instruction=chosen["instruction"], input=chosen["input"],
+                         output=chosen["output"], prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])

@@ -1,0 +1,276 @@
+"""Plan and run a pipeline: one sub-directory per stage (ledger + manifest + stage.json), skipped when its
+content hash (inputs + options + models + code version, chained through the earlier stages) is unchanged.
+
+Layout of the output directory::
+
+    <output>/pipeline.json        the plan and what happened to each stage
+    <output>/<stage>/stage.json   the stage's key and status (running / finished)
+    <output>/<stage>/manifest.json, ledger.sqlite, output.jsonl   written by the recipe's run
+    <output>/report.html          the self-contained run report
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from reflectkit.engine.manifest import read_manifest, write_json_atomic
+from reflectkit.errors import UserError
+from reflectkit.pipeline.adapters import ADAPTERS, StageContext, StageResult
+from reflectkit.pipeline.hashing import code_version, data_hash, stage_key
+from reflectkit.pipeline.schema import Pipeline, Stage, load_pipeline
+from reflectkit.pipeline.stages import KINDS, StageKind
+
+STAGE_FILE = "stage.json"
+PIPELINE_FILE = "pipeline.json"
+
+
+@dataclass
+class StagePlan:
+    stage: Stage
+    kind: StageKind
+    dir: Path
+    key: str
+    input: Path | None
+    input_from: str
+    action: str  # run | rerun | resume | skip | reuse (--from/--only: earlier stage used as is) | not-selected
+    reason: str
+    estimate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> bool:
+        return self.action in ("run", "rerun", "resume")
+
+
+@dataclass
+class PipelineResult:
+    output: Path
+    stages: list[dict[str, Any]]
+    final_data: Path | None
+    report: Path | None
+    failed: int
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def read_state(d: Path) -> dict[str, Any] | None:
+    p = d / STAGE_FILE
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _finished_output(state: dict[str, Any] | None) -> Path | None:
+    if not state or state.get("status") != "finished":
+        return None
+    out = state.get("output")
+    return Path(out) if out else None
+
+
+def _decide(state: dict[str, Any] | None, key: str, input_path: Path | None, upstream_ran: bool) -> tuple[str, str]:
+    if state is None:
+        return "run", "never ran"
+    if state.get("key") != key:
+        return "rerun", "inputs, options, models or code changed"
+    if state.get("status") != "finished":
+        return "resume", "interrupted; resuming from its ledger"
+    if state.get("failed"):
+        return "resume", f"{state['failed']} rows failed; retrying them"
+    out = _finished_output(state)
+    if out is not None and (not out.exists() or data_hash(out) != state.get("output_sha256")):
+        return "rerun", "its output file is missing or was modified"
+    if input_path is not None and input_path.exists() and state.get("input_sha256") not in (None, data_hash(input_path)):
+        return "rerun", "its input file changed"
+    if upstream_ran:
+        return "rerun", "an earlier stage re-ran"
+    return "skip", "up to date"
+
+
+def plan_pipeline(p: Pipeline, *, from_stage: str | None = None, only: str | None = None) -> list[StagePlan]:
+    """What ``run`` would do with each stage, and why."""
+    if from_stage and only:
+        raise UserError("--from and --only cannot be combined")
+    start = p.stage(from_stage).index if from_stage else None
+    only_idx = p.stage(only).index if only else None
+    plans: list[StagePlan] = []
+    prev_key = "pipeline:" + data_hash(p.input)
+    data: tuple[Path | None, str] = (p.input, "pipeline input")
+    data_by_stage: dict[str, Path | None] = {}
+    upstream_ran = False
+    models = {r: m.describe() for r, m in p.models.items()}
+    for st in p.stages:
+        kind = KINDS[st.kind]
+        if st.input_ref is not None:
+            inp, src = data_by_stage.get(st.input_ref), st.input_ref
+        elif st.input_path is not None:
+            inp, src = st.input_path, str(st.input_path)
+        else:
+            inp, src = data
+        payload = {
+            "kind": st.kind, "options": st.options.model_dump(mode="json"), "prev": prev_key,
+            "models": {r: models[r] for r in st.roles}, "code": code_version(kind.packages),
+            "input_file": data_hash(inp) if st.input_path is not None else src,
+            "limit": p.spec.limit if inp == p.input else None, "format": p.spec.format if inp == p.input else None,
+        }
+        key = stage_key(payload)
+        d = p.output / st.name
+        state = read_state(d)
+        if only_idx is not None and st.index != only_idx:
+            action, reason = ("reuse", "not selected (--only)") if st.index < only_idx else ("not-selected", "not selected (--only)")
+        elif start is not None and st.index < start:
+            action, reason = "reuse", "before --from"
+        elif start is not None or only_idx is not None:
+            action, reason = "rerun", "selected with --from/--only"
+        else:
+            action, reason = _decide(state, key, inp, upstream_ran)
+        if action == "reuse" and kind.produces_data and _finished_output(state) is None:
+            flag = "--only" if only else "--from"
+            raise UserError(f"{flag}: the earlier stage {st.name!r} has not finished yet; run the pipeline without "
+                            f"{flag} first")
+        plans.append(StagePlan(st, kind, d, key, inp, src, action, reason))
+        upstream_ran = upstream_ran or plans[-1].runs
+        prev_key = key
+        if kind.produces_data:
+            out = d / "output.jsonl"
+            data_by_stage[st.name] = out
+            data = (out, st.name)
+    return plans
+
+
+def _write_pipeline_json(p: Pipeline, plans: list[StagePlan], status: dict[str, dict[str, Any]], finished: bool) -> None:
+    write_json_atomic(p.output / PIPELINE_FILE, {
+        "name": p.spec.name or p.file.stem,
+        "file": str(p.file),
+        "input": str(p.input),
+        "input_sha256": data_hash(p.input),
+        "limit": p.spec.limit,
+        "models": {r: m.describe() for r, m in p.models.items()},
+        "finished": finished,
+        "stages": [{"name": pl.stage.name, "kind": pl.kind.kind, "dir": str(pl.dir), "key": pl.key,
+                    "input": str(pl.input) if pl.input else None, "input_from": pl.input_from,
+                    "options": pl.stage.options.model_dump(mode="json"), "action": pl.action, "reason": pl.reason,
+                    **status.get(pl.stage.name, {})} for pl in plans],
+    })
+
+
+def _run_stage(pl: StagePlan, ctx: StageContext) -> StageResult:
+    if pl.action in ("run", "rerun") and pl.dir.exists():
+        shutil.rmtree(pl.dir)
+    pl.dir.mkdir(parents=True, exist_ok=True)
+    base = {"name": pl.stage.name, "kind": pl.kind.kind, "key": pl.key, "options": pl.stage.options.model_dump(mode="json"),
+            "input": str(pl.input) if pl.input else None,
+            "input_sha256": data_hash(pl.input) if pl.input and pl.input.exists() else None}
+    write_json_atomic(pl.dir / STAGE_FILE, {**base, "status": "running"})
+    t0 = time.monotonic()
+    try:
+        res = ADAPTERS[pl.kind.kind](ctx, pl.stage.options)
+    except UserError as exc:
+        raise UserError(f"stage {pl.stage.name!r}: {exc}", exit_code=exc.exit_code) from None
+    out = res.output if res.output and res.output.exists() else None
+    write_json_atomic(pl.dir / STAGE_FILE, {
+        **base, "status": "finished", "output": str(out) if out else None,
+        "output_sha256": data_hash(out) if out else None, "artefact": str(res.artefact) if res.artefact else None,
+        "failed": res.failed, "counts": res.counts, "files": res.files, "wall_time_s": round(time.monotonic() - t0, 3),
+    })
+    return res
+
+
+def _print_plan(plans: list[StagePlan], echo: Callable[[str], None]) -> None:
+    echo("plan (oracle calls and tokens are upper-bound estimates, ~4 characters per token):")
+    for pl in plans:
+        e = pl.estimate
+        est = (f"~{e.get('oracle_calls', 0)} oracle calls, ~{e.get('prompt_tokens', 0)} prompt + "
+               f"<={e.get('max_completion_tokens', 0)} completion tokens") if e else ""
+        verb = {"skip": "skip", "reuse": "reuse", "not-selected": "skip"}.get(pl.action, "RUN")
+        echo(f"  {pl.stage.index + 1}. {pl.stage.name:<16} [{pl.kind.kind}] {verb:<5} ({pl.reason}) "
+             f"input: {pl.input_from}" + (f"; {est}" if pl.runs and est else ""))
+
+
+def run_pipeline(
+    pipeline: str | Path | Pipeline,
+    *,
+    from_stage: str | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+    report: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run (or with ``dry_run`` only plan) a pipeline file. Stages that are up to date are skipped."""
+    from reflectkit.llm.cache import default_cache_dir
+
+    p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    plans = plan_pipeline(p, from_stage=from_stage, only=only)
+    if dry_run:
+        from reflectkit.data.io import read_dataset
+        from reflectkit.pipeline.estimate import estimate_stage
+
+        records = read_dataset(p.input, format=p.spec.format, require_output=False).limit(p.spec.limit).records
+        for pl in plans:
+            pl.estimate = estimate_stage(pl.kind, pl.stage.options, records)
+        _print_plan(plans, echo)
+        total = sum(pl.estimate.get("oracle_calls", 0) for pl in plans if pl.runs)
+        echo(f"total: ~{total} oracle calls in the stages that would run (cached responses cost nothing)")
+        return PipelineResult(p.output, [], None, None, 0)
+    cdir = Path(cache_dir) if cache_dir else default_cache_dir()
+    p.output.mkdir(parents=True, exist_ok=True)
+    status: dict[str, dict[str, Any]] = {}
+    _write_pipeline_json(p, plans, status, finished=False)
+    data_outputs: dict[str, Path] = {}
+    artefacts: dict[str, Path] = {}
+    final_data: Path | None = None
+    failed = 0
+    for pl in plans:
+        state = read_state(pl.dir)
+        if pl.runs:
+            echo(f"[{pl.stage.index + 1}/{len(plans)}] {pl.stage.name}: running ({pl.reason})")
+            ctx = StageContext(p, pl.stage, pl.dir, pl.input, dict(data_outputs), dict(artefacts), p.spec.limit, cdir,
+                               p.spec.concurrency, progress)
+            t0 = time.monotonic()
+            res = _run_stage(pl, ctx)
+            status[pl.stage.name] = {"status": "ran", "wall_time_s": round(time.monotonic() - t0, 3), "failed": res.failed}
+            failed += res.failed
+            state = read_state(pl.dir)
+        elif pl.action == "not-selected":
+            status[pl.stage.name] = {"status": "not-selected"}
+            continue
+        else:
+            echo(f"[{pl.stage.index + 1}/{len(plans)}] {pl.stage.name}: skipped ({pl.reason})")
+            status[pl.stage.name] = {"status": "skipped"}
+        out, art = _finished_output(state), (state or {}).get("artefact")
+        if out is not None:
+            data_outputs[pl.stage.name] = out
+            final_data = out
+        if art:
+            artefacts[pl.stage.name] = Path(art)
+        _write_pipeline_json(p, plans, status, finished=False)
+    _write_pipeline_json(p, plans, status, finished=True)
+    report_path = None
+    if p.spec.report if report is None else report:
+        from reflectkit.report.build import build_report
+
+        report_path = build_report(p.output, p.output / "report.html")
+    echo(f"output:    {final_data}" if final_data else "output:    (no data stage ran)")
+    echo(f"manifests: {p.output}/<stage>/manifest.json (stages: {', '.join(pl.stage.name for pl in plans)})")
+    if report_path:
+        echo(f"report:    {report_path}")
+    if failed:
+        echo(f"{failed} rows failed; re-run the same command to retry them")
+    return PipelineResult(p.output, [{"name": n, **s} for n, s in status.items()], final_data, report_path, failed)
+
+
+def stage_manifests(output: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's manifest.json, by stage name (stages that never ran are absent)."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in sorted(output.iterdir()):
+        if d.is_dir() and (m := read_manifest(d)) is not None:
+            out[d.name] = m
+    return out

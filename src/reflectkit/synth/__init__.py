@@ -1,0 +1,1 @@
+"""Reflection-format data synthesis with structure validation and answer verification (``reflectkit synthesize``)."""

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning of a student with TRL + PEFT (``reflectkit train``)."""
