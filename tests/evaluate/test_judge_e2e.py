@@ -75,7 +75,7 @@ def test_reflective_judge_embedded_counts_calls(tmp_path):
 
 @pytest.mark.slow
 def test_judge_bench_llmbar_embedded(tmp_path):
-    r = run_cli("judge", "bench", "llmbar", "--subset", "Natural", "--limit", "1", "--max-tokens", "8",
+    r = run_cli("judge", "bench", "llmbar", "--subset", "Adversarial_GPTOut", "--limit", "1", "--max-tokens", "8",
                 "-o", str(tmp_path / "b.jsonl"), "--run-dir", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "b.bench.json").read_text())

@@ -55,7 +55,18 @@ def test_faults_never_lose_or_duplicate_rows(llama_server, tmp_path: Path) -> No
     assert len(out.read_text().splitlines()) == N
 
 
-def test_retry_after_is_honoured_and_retries_succeed(llama_server, tmp_path: Path) -> None:
+def test_retry_after_is_honoured_and_retries_succeed(llama_server, tmp_path: Path, monkeypatch) -> None:
+    from reflectkit.llm.retry import RetryPolicy
+
+    waits: list[tuple[float | None, float]] = []
+    original = RetryPolicy.backoff
+
+    def recording_backoff(self, attempt, retry_after=None, rng=None):  # type: ignore[no-untyped-def]
+        delay = original(self, attempt, retry_after, rng)
+        waits.append((retry_after, delay))
+        return delay
+
+    monkeypatch.setattr(RetryPolicy, "backoff", recording_backoff)
     proxy = FaultProxy(llama_server.port, FaultPlan(p_429=0.5, retry_after="0.3", seed=1)).start()
     try:
         spec = ModelSpec(model=llama_server.alias, base_url=proxy.base_url, max_attempts=8, backoff_base=5.0)
@@ -64,5 +75,22 @@ def test_retry_after_is_honoured_and_retries_succeed(llama_server, tmp_path: Pat
     finally:
         proxy.stop()
     assert proxy.stats.r429 > 0 and s.failed == 0
-    # backoff_base=5 s would make this take far longer if Retry-After (0.3 s) were ignored.
-    assert s.wall_time_s < 5.0 * proxy.stats.r429
+    # Every 429 led to one wait, and each wait was the server's Retry-After (0.3 s), not the 5 s exponential backoff.
+    assert len(waits) == proxy.stats.r429
+    assert all(ra == pytest.approx(0.3) and d == pytest.approx(0.3) for ra, d in waits)
+
+
+def test_backoff_and_retry_after_parsing() -> None:
+    import random
+
+    from reflectkit.llm.retry import RetryPolicy, parse_retry_after
+
+    p = RetryPolicy(base_delay=1.0, max_delay=8.0)
+    rng = random.Random(0)
+    for attempt in range(1, 8):
+        assert 0 <= p.backoff(attempt, None, rng) <= min(8.0, 2 ** (attempt - 1))
+    assert p.backoff(3, 2.5) == 2.5 and p.backoff(1, 100.0) == 8.0
+    assert parse_retry_after({"retry-after": "7"}) == 7.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({}) is None and parse_retry_after({"retry-after": "soon"}) is None
+    assert 0 <= parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) < 1  # a date in the past -> 0

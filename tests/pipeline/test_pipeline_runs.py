@@ -87,7 +87,7 @@ def test_kill_in_middle_stage_then_resume(tmp_path: Path) -> None:
 
     lines: list[str] = []
     res = run_pipeline(p, echo=lines.append)
-    assert _statuses(res) == {"a": "skipped", "b": "ran", "c": "ran"}
+    assert _statuses(res) == {"a": "skipped", "b": "ran", "c": "ran"}, lines
     assert any("b: running (interrupted; resuming" in s for s in lines)
     inv = json.loads((out / "b" / "manifest.json").read_text())["invocations"]
     assert inv[-1]["oracle_calls"] + inv[-1]["cache_hits"] == 1  # only the missing row was asked for

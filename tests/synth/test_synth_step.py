@@ -116,20 +116,19 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_real_oracle(tmp_path: Path) -> None:
+def test_cli_real_oracle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The real embedded oracle, through the CLI: rows get a status and reason; a re-run is served from the cache."""
     data = tmp_path / "g2.jsonl"
     data.write_text("".join(GSM8K_TRAIN.read_text().splitlines(keepends=True)[:2]))
     out, run_dir = tmp_path / "out.jsonl", tmp_path / "run"
     args = ["synthesize", str(data), "-o", str(out), "--answer-field", "answer", "--attempts", "2",
-            "--max-tokens", "48", "--run-dir", str(run_dir), "--keep-unverified", "-q"]
+            "--max-tokens", "24", "--run-dir", str(run_dir), "--keep-unverified", "-q"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     m = json.loads((run_dir / "manifest.json").read_text())
     st = m["synthesis"]
     assert st["rows_checked"] == 2 and st["oracle_attempts_total"] >= 2
     assert m["models"]["oracle"]["kind"] == "embedded-llama.cpp"
-    assert "verification rate" not in r.stdout or "verified" in r.stdout
     assert "verified" in r.stdout and "oracle calls" in r.stdout
     ledger_rows = [json.loads(x) for x in (run_dir / "synth_rejected.jsonl").read_text().splitlines()]
     written = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
@@ -142,7 +141,9 @@ def test_cli_real_oracle(tmp_path: Path) -> None:
     m2 = json.loads((run_dir / "manifest.json").read_text())
     assert m2["oracle_calls_this_invocation"] == 0 and m2["cache_hits_this_invocation"] == st["oracle_attempts_total"]
     # User errors: one line, exit 2
-    r3 = run_cli("synthesize", str(data), "-o", str(out), "--format", "xml")
-    assert r3.returncode == 2 and "--format" in r3.stderr and "Traceback" not in r3.stderr
-    r4 = run_cli("synthesize", str(data), "-o", str(out), "--answer-field", "nope")
-    assert r4.returncode == 2 and "'nope'" in r4.stderr
+    from reflectkit.cli import main
+
+    assert main(["synthesize", str(data), "-o", str(out), "--format", "xml"]) == 2
+    assert "--format must be one of reflection, plain-cot" in capsys.readouterr().err
+    assert main(["synthesize", str(data), "-o", str(out), "--answer-field", "nope"]) == 2
+    assert "--answer-field 'nope'" in capsys.readouterr().err

@@ -28,6 +28,10 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], *, labels: tuple[str, 
                     metrics: list[str] | None = None, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     if a.get("kind") != b.get("kind"):
         raise UserError(f"cannot compare a {a.get('kind')!r} report with a {b.get('kind')!r} report")
+    for rep in (a, b):
+        if not all(isinstance(it, dict) and isinstance(it.get("metrics"), dict) for it in rep["per_item"]):
+            raise UserError(f"a {rep.get('kind')!r} report has no per-item metrics to compare; compare reports of "
+                            "eval gsm8k, eval ifeval or judge bench")
     ia = {str(it["id"]): it["metrics"] for it in a["per_item"]}
     ib = {str(it["id"]): it["metrics"] for it in b["per_item"]}
     common = [i for i in ia if i in ib]

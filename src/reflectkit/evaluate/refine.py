@@ -68,7 +68,7 @@ class RefineStep:
         pt, ct = draft.prompt_tokens, draft.completion_tokens
         rounds: list[dict[str, Any]] = []
         stop = "max_rounds"
-        question = self.builder.user_text(item) if self.builder.gsm8k else item.prompt_text
+        question = item.prompt_text
         for n in range(1, self.cfg.rounds + 1):
             feedback, p, c = await self._chat(_fill(self.prompt_set["critique"], question=question, answer=answer),
                                               self.cfg.critique_max_tokens)

@@ -1,13 +1,17 @@
 """Fast batched target-span losses: many (ids, start) sequences in length buckets, one forward each.
 
 Per sequence the result equals ``model(ids, labels=labels).loss`` with ``labels[:start] = -100`` (mean
-cross-entropy over the target tokens), computed for a whole bucket at once:
+cross-entropy over the target tokens), computed for many sequences at once:
 
-* all sequences of all samples and all four passes go into one pool, sorted by length and cut into micro-batches
-  under a padded-token budget (right padding + attention mask; real tokens keep positions 0..n-1);
-* the transformer body runs once per micro-batch; the LM head (the largest matmul for a small student: 576 x 49152
-  for SmolLM2-135M) runs only on target positions, in chunks, so prompt positions never get logits and memory is
-  bounded by ``logit_chunk x vocab`` rather than ``tokens x vocab``;
+* all sequences of all samples and all four passes go into one pool, grouped by wrapper (``Sequence_.group``),
+  sorted by length and cut into micro-batches of similar length under a padded-token budget (right padding +
+  attention mask; real tokens keep positions 0..n-1);
+* **shared prefix**: the wrapped passes of every sample start with the same tokens (vicuna's system prompt and
+  ``USER:``; for the reverse pass also the reverse query's first sentence). The longest common *token* prefix of a
+  group (checked on the actual ids, never assumed) runs once; its key/value cache is reused by every sequence of the
+  group, so those tokens are not recomputed per sample and per pass;
+* the LM head (576 x 49152 for SmolLM2-135M, a fifth of its FLOPs) runs only on target positions, in chunks, so
+  prompt positions never get logits and memory is bounded by ``logit_chunk x vocab``, not ``tokens x vocab``;
 * per-sequence means come from a segment sum (``index_add_``); nothing loops over tokens in Python.
 """
 
@@ -36,13 +40,19 @@ def _body_and_head(model: Any) -> tuple[Any, Any] | None:
     return body, head
 
 
-def buckets(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """Indices grouped into micro-batches of similar length with ``rows * max_len <= token_budget`` (>= 1 row)."""
+def _can_share_prefix(model: Any) -> bool:
+    cfg = getattr(model, "config", None)
+    return not (getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True))
+
+
+def buckets(lengths: Sequence[int], token_budget: int, *, slack: float = 1.15) -> list[list[int]]:
+    """Indices in micro-batches of similar length: ``rows * max_len <= token_budget`` and the longest at most
+    ``slack`` times (+8 tokens) the shortest, so padding stays small."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     out: list[list[int]] = []
     cur: list[int] = []
     for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > token_budget:
+        if cur and ((len(cur) + 1) * lengths[i] > token_budget or lengths[i] > slack * lengths[cur[0]] + 8):
             out.append(cur)
             cur = []
         cur.append(i)
@@ -51,47 +61,96 @@ def buckets(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
     return out
 
 
+def common_prefix(seqs: Sequence[Sequence_]) -> int:
+    """Tokens shared by every sequence, ending before the first predicting position (and before the last token)."""
+    if len(seqs) < 2:
+        return 0
+    first = seqs[0].ids
+    n = min(min(len(s.ids) - 1, max(s.start, 1) - 1) for s in seqs)
+    n = min(n, len(first))
+    for s in seqs[1:]:
+        k = 0
+        ids = s.ids
+        while k < n and ids[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+class _Prefix:
+    """The key/value cache of a shared prefix, expanded per micro-batch."""
+
+    def __init__(self, body: Any, ids: list[int], device: Any) -> None:
+        out = body(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        self.kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        self.length = len(ids)
+
+    def cache(self, batch: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1).contiguous(), v.expand(batch, -1, -1, -1).contiguous())
+                                            for k, v in self.kv])
+
+
 @torch.inference_mode()
 def mean_losses(model: Any, seqs: Sequence[Sequence_], *, token_budget: int = 4096, logit_chunk: int = 512,
-                pad_id: int = 0) -> list[tuple[float, int]]:
+                pad_id: int = 0, share_prefix: bool = True) -> list[tuple[float, int]]:
     """``(mean loss, target tokens)`` per sequence; ``(nan, 0)`` where no token is a target (as the reference)."""
     results: list[tuple[float, int]] = [(math.nan, 0)] * len(seqs)
-    todo = [i for i, s in enumerate(seqs) if s.n_targets > 0]
     device = next(model.parameters()).device
     split = _body_and_head(model)
-    for group in buckets([len(seqs[i].ids) for i in todo], token_budget):
-        idx = [todo[g] for g in group]
-        T = max(len(seqs[i].ids) for i in idx)
-        ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.long)
-        lo = torch.empty(len(idx), dtype=torch.long)
-        hi = torch.empty(len(idx), dtype=torch.long)
-        for r, i in enumerate(idx):
-            s = seqs[i]
-            ids[r, : len(s.ids)] = torch.tensor(s.ids, dtype=torch.long)
-            mask[r, : len(s.ids)] = 1
-            lo[r], hi[r] = max(s.start, 1), len(s.ids)
-        ids, mask = ids.to(device), mask.to(device)
-        pos = torch.arange(T, device=device)
-        tmask = (pos[None, :] >= lo.to(device)[:, None]) & (pos[None, :] < hi.to(device)[:, None])  # target positions
-        rows, cols = tmask.nonzero(as_tuple=True)
-        targets = ids[rows, cols]
-        if split is not None:
-            body, head = split
-            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-            h = hidden[rows, cols - 1]
-            del hidden
-            nll = torch.cat([
-                torch.nn.functional.cross_entropy(head(h[c : c + logit_chunk]).float(), targets[c : c + logit_chunk],
-                                                  reduction="none")
-                for c in range(0, h.shape[0], logit_chunk)
-            ])
-        else:  # generic path: full logits of this micro-batch
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            nll = torch.nn.functional.cross_entropy(logits[rows, cols - 1].float(), targets, reduction="none")
-            del logits
-        sums = torch.zeros(len(idx), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
-        counts = tmask.sum(dim=1)
-        for r, i in enumerate(idx):
-            results[i] = (float(sums[r] / counts[r]), int(counts[r]))
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(seqs):
+        if s.n_targets > 0:
+            groups.setdefault(s.group, []).append(i)
+    for gname, todo in sorted(groups.items()):
+        prefix = None
+        if share_prefix and gname and split is not None and _can_share_prefix(model):
+            n = common_prefix([seqs[i] for i in todo])
+            if n >= 4:
+                prefix = _Prefix(split[0], seqs[todo[0]].ids[:n], device)
+        P = prefix.length if prefix else 0
+        for group in buckets([len(seqs[i].ids) - P for i in todo], token_budget):
+            idx = [todo[g] for g in group]
+            _run_bucket(model, split, [seqs[i] for i in idx], idx, prefix, results, logit_chunk, pad_id, device)
     return results
+
+
+def _run_bucket(model: Any, split: tuple[Any, Any] | None, bseqs: list[Sequence_], idx: list[int], prefix: _Prefix | None,
+                results: list[tuple[float, int]], logit_chunk: int, pad_id: int, device: Any) -> None:
+    P = prefix.length if prefix else 0
+    B = len(bseqs)
+    T = max(len(s.ids) for s in bseqs) - P
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, P + T), dtype=torch.long)
+    lo = torch.empty(B, dtype=torch.long)
+    hi = torch.empty(B, dtype=torch.long)
+    for r, s in enumerate(bseqs):
+        ids[r, : len(s.ids) - P] = torch.tensor(s.ids[P:], dtype=torch.long)
+        mask[r, : len(s.ids)] = 1
+        lo[r], hi[r] = max(s.start, 1) - P, len(s.ids) - P  # target positions, relative to the suffix
+    ids, mask, lo, hi = ids.to(device), mask.to(device), lo.to(device), hi.to(device)
+    pos = torch.arange(T, device=device)
+    tmask = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
+    rows, cols = tmask.nonzero(as_tuple=True)
+    targets = ids[rows, cols]
+    if split is not None:
+        body, head = split
+        kwargs: dict[str, Any] = {"past_key_values": prefix.cache(B), "use_cache": True} if prefix else {}
+        hidden = body(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+        h = hidden[rows, cols - 1]  # lo >= 1 relative to the suffix, so cols - 1 >= 0
+        del hidden
+        nll = torch.cat([
+            torch.nn.functional.cross_entropy(head(h[c : c + logit_chunk]).float(), targets[c : c + logit_chunk], reduction="none")
+            for c in range(0, h.shape[0], logit_chunk)
+        ])
+    else:  # generic path: full logits of this micro-batch
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = torch.nn.functional.cross_entropy(logits[rows, cols - 1].float(), targets, reduction="none")
+        del logits
+    sums = torch.zeros(B, dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
+    counts = tmask.sum(dim=1)
+    for r, i in enumerate(idx):
+        results[i] = (float(sums[r] / counts[r]), int(counts[r]))

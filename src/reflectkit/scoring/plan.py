@@ -27,6 +27,8 @@ from reflectkit.scoring.wrappers import Wrapper
 
 #: Names of the four losses, in the reference's order (``temp_data_i['loss']``).
 PARTS = ("ins_alone", "out_alone", "ins_condition", "out_condition")
+#: Wrapped passes share a text prefix (system prompt, and for the reverse pass the reverse query's first line).
+GROUPS = {"ins_alone": "", "out_alone": "", "ins_condition": "reverse", "out_condition": "forward"}
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Sequence_:
     ids: list[int]
     start: int  # first label position (labels[:start] = -100)
     truncated: bool
+    group: str = ""  # sequences of one group start with the same wrapper text: their common prefix is shared
 
     @property
     def n_targets(self) -> int:
@@ -102,6 +105,6 @@ def build_plans(triples: Sequence[tuple[str, str, str]], wrapper: Wrapper, token
         seqs: dict[str, Sequence_] = {}
         for part, (text, ids, m, start) in full.items():
             cut = tokenize.truncated(text, ids, m)
-            seqs[part] = Sequence_(cut, start, len(cut) < len(ids))
+            seqs[part] = Sequence_(cut, start, len(cut) < len(ids), GROUPS[part])
         plans.append(Plan(seqs, len(len_ins[k]), len(len_out[k]), [p for p in PARTS if seqs[p].truncated]))
     return plans

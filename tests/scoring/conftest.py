@@ -1,0 +1,32 @@
+"""Scoring fixtures: the real SmolLM2 student, converted from the wheel's GGUF once and reused across sessions
+(under pytest's cache dir), loaded once per session on CPU with one thread (the shared 2-core machine thrashes with
+more)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def student_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from reflectkit.student import resolve_student
+
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("reflectkit-student")) if cache is not None else tmp_path_factory.mktemp("student")
+    return resolve_student("embedded", cache_dir=root).hf_dir
+
+
+@pytest.fixture(scope="session")
+def student(student_dir: Path) -> Iterator[tuple[Any, Any]]:
+    import torch
+
+    from reflectkit.student import load_student
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, tok, _ = load_student(str(student_dir), device="cpu")
+    yield model, tok
+    torch.set_num_threads(threads)
