@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,13 @@ def test_unknown_verdicts_are_reported_and_never_silently_clean(shared_data, tmp
 def test_judge_stage_resumes_after_failures_and_matches_an_uninterrupted_run(shared_data, tmp_path) -> None:
     d = make_inputs(shared_data, tmp_path)
     flaky = ScriptedJudge("True", fail_first=5)
-    s1 = _run(d, tmp_path, CachedChatModel(flaky, ResponseCache(tmp_path / "c1")))
+    s1 = _run(d, tmp_path, CachedChatModel(flaky, None))  # no response cache: only the pair ledger can resume
     assert s1.failed > 0 and s1.exit_code == 1
     ledger_pairs = flaky.calls - 5
-    s2 = _run(d, tmp_path, CachedChatModel(flaky, ResponseCache(tmp_path / "c1")))
+    conn = sqlite3.connect(tmp_path / "run" / "judge_pairs.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == ledger_pairs
+    conn.close()
+    s2 = _run(d, tmp_path, CachedChatModel(flaky, None))
     assert s2.failed == 0 and flaky.calls - 5 - ledger_pairs == 5  # only the failed pairs are asked again
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()

@@ -15,7 +15,7 @@ REL = 1e-4
 TINY = [
     {"instruction": "Name a color.", "input": "", "output": "Blue."},
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "2 + 3 = 5"},
-    {"instruction": "Translate to French: cat", "input": "", "output": "chat"},
+    {"instruction": "Translate to French: cat", "input": "", "output": "chat"},  # one-token output: loss 2 is nan
     {"instruction": "Say hi", "input": "", "output": ""},  # empty output: no scores, as the reference
     {"instruction": "Repeat the word {output}", "input": "x", "output": "Sure: {output} {output}."},  # braces stay literal
 ]
@@ -32,7 +32,10 @@ def _compare(fast: dict[str, Any] | None, ref: dict[str, list[float]]) -> float:
     pairs += [(fast[k], rs[k]) for k in ("ifd_ppl", "rifd_ppl", "ifd_loss", "rifd_loss")]
     worst = 0.0
     for a, b in pairs:
-        assert a is not None and math.isfinite(b)
+        if math.isnan(b):  # e.g. a one-token output: no token to predict; the reference gives nan, we give null
+            assert a is None
+            continue
+        assert a is not None
         worst = max(worst, abs(a - b) / abs(b))
     return worst
 

@@ -120,7 +120,7 @@ async def judge_pairs(model: CachedChatModel, prompts: PromptSet, pairs: list[Pa
     todo: dict[str, Pair] = {}
     for p in pairs:
         k = p.key(ident, version)
-        done = ledger.get(k) if ledger else None
+        done = ledger.get(k) if ledger is not None else None
         if done is not None:
             out[k] = done
         elif k not in todo:
@@ -135,7 +135,7 @@ async def judge_pairs(model: CachedChatModel, prompts: PromptSet, pairs: list[Pa
                 out[k] = Judgement("failed", "", str(exc))
                 return
         j = Judgement(parse_verdict(res.text), res.text)
-        if ledger:
+        if ledger is not None:  # (an empty ledger is falsy: it has __len__)
             ledger.put(k, j)
         out[k] = j
 

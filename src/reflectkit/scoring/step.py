@@ -50,6 +50,10 @@ class ScoreStep:
                  batch_size: int = 64, token_budget: int = 4096) -> None:
         from reflectkit.student import default_dtype, pick_device, resolve_student
 
+        from reflectkit.scoring.wrappers import PROMPTS
+
+        if cfg.prompt not in PROMPTS:
+            raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, got {cfg.prompt!r}")
         if cfg.max_length < 8:
             raise UserError(f"--max-length must be at least 8, got {cfg.max_length}")
         for v in cfg.variants or []:

@@ -44,6 +44,16 @@ def write_loss_png(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _untie_if_trained_apart(model: Any) -> None:
+    """LoRA with ``modules_to_save`` trains separate copies of tied input/output embeddings: save both."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if out is None or inp.weight is out.weight:
+        return
+    for cfg in (model.config, getattr(model.config, "text_config", None)):
+        if cfg is not None and getattr(cfg, "tie_word_embeddings", False):
+            cfg.tie_word_embeddings = False
+
+
 def save_models(model: Any, tokenizer: Any, out: Path, *, lora: bool, merge: bool) -> dict[str, str | None]:
     """Save ``adapter/`` (LoRA) and ``merged/`` (a plain transformers model dir incl. tokenizer)."""
     adapter_dir = out / "adapter"
@@ -59,6 +69,7 @@ def save_models(model: Any, tokenizer: Any, out: Path, *, lora: bool, merge: boo
         if not merge:
             return result
         model = model.merge_and_unload()
+        _untie_if_trained_apart(model)
     model.save_pretrained(str(merged_dir))
     tokenizer.save_pretrained(str(merged_dir))
     result["merged_dir"] = str(merged_dir)

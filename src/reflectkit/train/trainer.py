@@ -120,8 +120,10 @@ def _setup_model(base_dir: Path, cfg: TrainConfig, device: str) -> tuple[Any, An
         lcfg = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
             target_modules="all-linear", task_type="CAUSAL_LM",
-            # New tag tokens need trainable embedding rows; PEFT trains just those rows.
-            trainable_token_indices={"embed_tokens": new_ids} if new_ids else None,
+            # New tag tokens need trainable input and output embeddings. PEFT's lighter ``trainable_token_indices``
+            # wraps a tied lm_head in a module without ``.bias``, which TRL's fused LM-head loss needs, so the
+            # embedding matrices are trained as a whole (saved in the adapter; untied in the merged model).
+            modules_to_save=["embed_tokens", "lm_head"] if new_ids else None,
         )
         model = get_peft_model(model, lcfg)
     return model, tok, new_ids
