@@ -40,7 +40,9 @@ def model_identity() -> dict[str, str]:
 
 def load_model(device: str | None = None) -> Any:
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     with _LOCK:
         key = device or "auto"
         if key not in _MODEL:

@@ -118,6 +118,9 @@ def load_student(spec: str | None = None, *, cache_dir: Path | None = None, devi
                  dtype: Any = None, adapter: str | Path | None = None) -> tuple[Any, Any, StudentInfo]:
     """Return (model, tokenizer, info). float32 on CPU, bf16/fp16 on a GPU. Optionally apply a PEFT adapter."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     info = resolve_student(spec, cache_dir=cache_dir)
     dev = pick_device(device)

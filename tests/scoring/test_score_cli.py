@@ -24,6 +24,7 @@ def _read(p: Path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_score_api_scores_every_row_and_skips_empty_output(tmp_path: Path, student_dir: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", ROWS)
     s = score(src, tmp_path / "out.jsonl", student=str(student_dir), run_dir=tmp_path / "run", batch_size=2)
@@ -54,6 +55,7 @@ def test_score_api_scores_every_row_and_skips_empty_output(tmp_path: Path, stude
     assert csv[0].startswith("dataset,rows,ins_len,res_len,ins_ppl") and len(csv) == 2
 
 
+@pytest.mark.slow
 def test_score_resumes_after_interruption_with_identical_output(tmp_path: Path, student_dir: Path, monkeypatch) -> None:
     from reflectkit.scoring.step import ScoreStep
 
@@ -82,6 +84,7 @@ def test_score_resumes_after_interruption_with_identical_output(tmp_path: Path, 
     assert (tmp_path / "resumed.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_score_scores_recycle_variants(tmp_path: Path, student_dir: Path) -> None:
     orig = {"instruction": "Give a fruit.", "input": "", "output": "An apple."}
     row = {**orig, "output": "A ripe banana.", "reflectkit": {"id": "r1", "recycle": {
@@ -100,6 +103,7 @@ def test_score_scores_recycle_variants(tmp_path: Path, student_dir: Path) -> Non
     assert "variants" not in _read(tmp_path / "none.jsonl")[0]["reflectkit"]["score"]
 
 
+@pytest.mark.slow
 def test_cli_score_and_stats_on_shared_alpaca(tmp_path: Path, student_dir: Path, alpaca_path: Path, capsys) -> None:
     out = tmp_path / "a.jsonl"
     code = main(["score", str(alpaca_path), "-o", str(out), "--student", str(student_dir), "--limit", "2",

@@ -131,3 +131,9 @@ def test_select_needs_one_or_four_files(tmp_path: Path, capsys) -> None:
     src = _single_file(tmp_path)
     assert main(["select", str(src), str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
     assert "one input file or four" in capsys.readouterr().err
+
+
+def test_selective_on_a_file_without_variants_is_a_user_error(tmp_path: Path, capsys) -> None:
+    src = write_jsonl(tmp_path / "plain.jsonl", [{**texts("a"), "reflectkit": {"id": "a", "score": sc(0.5, 0.5)}}])
+    assert main(["select", str(src), "-o", str(tmp_path / "o.jsonl"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "no row of the input has reflectkit.score.variants" in capsys.readouterr().err

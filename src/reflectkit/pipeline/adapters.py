@@ -129,7 +129,15 @@ def run_stats(ctx: StageContext, o: Any) -> StageResult:
 
     names = o.inputs or list(ctx.data_outputs)
     paths = [ctx.stage_data(n) for n in names]
+    empty = [n for n, p in zip(names, paths) if p.exists() and not p.read_bytes().strip()]
+    paths = [p for n, p in zip(names, paths) if n not in empty]
+    if not paths:
+        out = ctx.dir / "stats.md"
+        out.write_text(f"No statistics: the inputs ({', '.join(names)}) have no rows.\n", encoding="utf-8")
+        return StageResult(files={"stats": str(out)}, counts={"inputs": 0})
     table = stats_table(paths, o.format)
+    if empty and o.format == "markdown":
+        table = f"{table}\n\n(no rows in: {', '.join(empty)})\n"
     ext = {"markdown": "md", "csv": "csv", "json": "json"}[o.format]
     out = ctx.dir / f"stats.{ext}"
     out.write_text(table if isinstance(table, str) else json.dumps(table, indent=2, default=str), encoding="utf-8")

@@ -160,6 +160,10 @@ def _write_pipeline_json(p: Pipeline, plans: list[StagePlan], status: dict[str, 
     })
 
 
+#: Stage kinds that read data rows from their input; they are skipped (with a note) when the input is empty.
+_ROW_KINDS = frozenset({"recycle", "score", "select", "decontaminate", "synthesize", "train"})
+
+
 def _run_stage(pl: StagePlan, ctx: StageContext) -> StageResult:
     if pl.action in ("run", "rerun") and pl.dir.exists():
         shutil.rmtree(pl.dir)
@@ -169,6 +173,18 @@ def _run_stage(pl: StagePlan, ctx: StageContext) -> StageResult:
             "input_sha256": data_hash(pl.input) if pl.input and pl.input.exists() else None}
     write_json_atomic(pl.dir / STAGE_FILE, {**base, "status": "running"})
     t0 = time.monotonic()
+    if pl.kind.kind in _ROW_KINDS and pl.input is not None and pl.input.exists() and not pl.input.read_bytes().strip():
+        # The previous stage kept no rows (e.g. selection dropped everything): say so and pass the emptiness on,
+        # instead of failing on an empty file.
+        ctx.output.write_bytes(b"")
+        note = f"skipped: its input {pl.input} has no rows (the previous stage kept none)"
+        write_json_atomic(pl.dir / STAGE_FILE, {
+            **base, "status": "finished", "skipped": note, "output": str(ctx.output),
+            "output_sha256": data_hash(ctx.output), "artefact": None, "failed": 0, "counts": {}, "files": {},
+            "wall_time_s": 0.0,
+        })
+        print(f"  {pl.stage.name}: {note}")
+        return StageResult(output=ctx.output, counts={})
     try:
         res = ADAPTERS[pl.kind.kind](ctx, pl.stage.options)
     except UserError as exc:

@@ -144,7 +144,7 @@ def build_rows(data: RunData, max_rows: int) -> None:
         variants = rec.get("variants") if isinstance(rec.get("variants"), dict) else {}
         sel_row = selected.get(rid)
         sel_rk = _rk(sel_row).get("select", {}) if sel_row else {}
-        chosen = sel_rk.get("variant") or sel_rk.get("chosen") if isinstance(sel_rk, dict) else None
+        chosen = (sel_rk.get("kept") or sel_rk.get("variant") or sel_rk.get("chosen")) if isinstance(sel_rk, dict) else None
         new = (_texts(sel_row) if sel_row else None) or _triple(variants.get("both")) or own
         own_rk = rk.get(base.kind) if isinstance(rk.get(base.kind), dict) else {}
         status = str(rec.get("status") or own_rk.get("status") or "")

@@ -31,16 +31,22 @@ def score(
     mapping: dict[str, str] | None = None,
     variants: list[str] | None = None,
     skip_bad_rows: bool = False,
+    threads: int | None = None,
 ) -> RunSummary:
     """Score every row with a student model (IFD, r-IFD, perplexities, coherence, gzip ratio).
 
     Scores go under ``reflectkit.score`` of each output row; with ``recycle --phase all`` inputs, each variant's
     scores go under ``reflectkit.score.variants.<name>`` (``variants=None``: all present; a list: only those;
-    ``[]``: none). Resumable: re-running with the same arguments continues where a killed run stopped.
+    ``[]``: none). ``threads`` sets torch's (process-wide) CPU thread count; on a busy machine 1 is often fastest.
+    Resumable: re-running with the same arguments continues where a killed run stopped.
 
     >>> from reflectkit.scoring.api import score
     >>> s = score("alpaca.json", "scored.jsonl", limit=20)  # doctest: +SKIP
     """
+    if threads:  # process-wide: torch has one intra-op pool
+        import torch
+
+        torch.set_num_threads(threads)
     ds = read_dataset(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows).limit(limit)
     if batch_size < 1:
         from reflectkit.errors import UserError

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch (and per ledger commit).")] = 32,
         token_budget: Annotated[int, typer.Option("--token-budget", min=64, help="Padded tokens per forward micro-batch.")] = 4096,
         device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")] = None,
+        threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine).")] = None,
         no_coherence: Annotated[bool, typer.Option("--no-coherence", help="Skip the Sentence-BERT coherence score.")] = False,
         run_dir: c.RunDirOpt = None,
         limit: c.LimitOpt = None,
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
         summary = score(input, output, student=student, run_dir=run_dir, limit=limit, max_length=max_length, prompt=prompt,
                         batch_size=batch_size, token_budget=token_budget, cache_dir=c.cache_dir(), device=device,
                         coherence=not no_coherence, progress=c.progress_enabled(quiet), restart=restart, format=format,
-                        mapping=parse_mapping(map), variants=_variants(variants), skip_bad_rows=skip_bad_rows)
+                        mapping=parse_mapping(map), variants=_variants(variants), skip_bad_rows=skip_bad_rows, threads=threads)
         c.print_summary(summary)
         raise typer.Exit(summary.exit_code)
 

@@ -96,8 +96,11 @@ class _Prefix:
 
 @torch.inference_mode()
 def mean_losses(model: Any, seqs: Sequence[Sequence_], *, token_budget: int = 4096, logit_chunk: int = 512,
-                pad_id: int = 0, share_prefix: bool = True) -> list[tuple[float, int]]:
-    """``(mean loss, target tokens)`` per sequence; ``(nan, 0)`` where no token is a target (as the reference)."""
+                pad_id: int = 0, share_prefix: bool = True, work: dict[str, int] | None = None) -> list[tuple[float, int]]:
+    """``(mean loss, target tokens)`` per sequence; ``(nan, 0)`` where no token is a target (as the reference).
+
+    ``work``, if given, accumulates ``body_tokens`` (positions through the transformer, padding included),
+    ``padding`` and ``head_positions`` (positions through the LM head)."""
     results: list[tuple[float, int]] = [(math.nan, 0)] * len(seqs)
     device = next(model.parameters()).device
     split = _body_and_head(model)
@@ -112,8 +115,15 @@ def mean_losses(model: Any, seqs: Sequence[Sequence_], *, token_budget: int = 40
             if n >= 4:
                 prefix = _Prefix(split[0], seqs[todo[0]].ids[:n], device)
         P = prefix.length if prefix else 0
+        if work is not None:
+            work["body_tokens"] = work.get("body_tokens", 0) + P
         for group in buckets([len(seqs[i].ids) - P for i in todo], token_budget):
             idx = [todo[g] for g in group]
+            if work is not None:
+                lens = [len(seqs[i].ids) - P for i in idx]
+                work["body_tokens"] = work.get("body_tokens", 0) + max(lens) * len(lens)
+                work["padding"] = work.get("padding", 0) + max(lens) * len(lens) - sum(lens)
+                work["head_positions"] = work.get("head_positions", 0) + sum(seqs[i].n_targets for i in idx)
             _run_bucket(model, split, [seqs[i] for i in idx], idx, prefix, results, logit_chunk, pad_id, device)
     return results
 

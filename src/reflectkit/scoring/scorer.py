@@ -30,6 +30,7 @@ class Scorer:
         self.coherence = coherence
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad or 0)
+        self.work: dict[str, int] = {}  # cumulative body tokens / padding / LM-head positions (for benchmarks)
 
     def coherences(self, triples: Sequence[Triple]) -> list[float | None]:
         """Cosine similarity of all-MiniLM-L6-v2 embeddings of instruction(+"\\n"+input) and response."""
@@ -47,7 +48,7 @@ class Scorer:
         todo = [triples[k] for k in keep]
         plans = build_plans(todo, self.wrapper, self.tokenize, self.max_length)
         seqs: list[Sequence_] = [p.seqs[part] for p in plans for part in PARTS]
-        losses = mean_losses(self.model, seqs, token_budget=self.token_budget, pad_id=self.pad_id)
+        losses = mean_losses(self.model, seqs, token_budget=self.token_budget, pad_id=self.pad_id, work=self.work)
         cohs = self.coherences(todo)
         out: list[dict[str, Any] | None] = [None] * len(triples)
         for j, k in enumerate(keep):

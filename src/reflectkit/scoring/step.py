@@ -41,6 +41,21 @@ def _triple(v: Any) -> Triple | None:
     return (str(v.get("instruction") or ""), str(v.get("input") or ""), str(v.get("output") or ""))
 
 
+_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _load(hf_dir: Path, device: str) -> tuple[Any, Any]:
+    """Load the student once per process (the pipeline and tests score several files with one student)."""
+    from reflectkit.student import load_student
+
+    key = (str(Path(hf_dir).resolve()), device)
+    if key not in _LOADED:
+        model, tok, _ = load_student(str(hf_dir), device=device)
+        _LOADED.clear()  # keep at most one student in memory
+        _LOADED[key] = (model, tok)
+    return _LOADED[key]
+
+
 class ScoreStep:
     """Per-row student scores (IFD, r-IFD, perplexities, coherence, gzip ratio) under ``reflectkit.score``."""
 
@@ -84,9 +99,7 @@ class ScoreStep:
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            from reflectkit.student import load_student
-
-            model, tok, _ = load_student(str(self.info.hf_dir), device=self.device)
+            model, tok = _load(self.info.hf_dir, self.device)
             self._scorer = Scorer(model, tok, prompt=self.cfg.prompt, max_length=self.cfg.max_length,
                                   token_budget=self.token_budget, cache_dir=self.cache_dir, coherence=self.cfg.coherence)
         return self._scorer

@@ -133,6 +133,11 @@ class SelectStep:
                 self._decide(rec, d, (rec.instruction, rec.input, rec.output), stage)
             funnel.stages.append(stage)
         else:
+            if not self.variant_datasets and alive and not any(
+                    isinstance((_score(r) or {}).get("variants"), dict) for r in records):
+                raise UserError(
+                    f"--method {m}: no row of the input has reflectkit.score.variants; give one file from "
+                    "`recycle --phase all` then `score`, or four aligned scored files (original, instruction, response, both)")
             fn = rules.selective_released if m == "selective" else rules.selective_paper
             stage = Stage("selective reflection (" + ("released-code rules" if m == "selective" else "paper text") + ")", len(alive))
             for rec in alive:

@@ -50,6 +50,10 @@ def train(
     from reflectkit.train.data import load_conversations
     from reflectkit.train.trainer import run_training
 
+    if system_prompt == "reflection":  # the Reflection 70B training system prompt (prompts/synth/paper)
+        from reflectkit.prompts import load_prompt_set
+
+        system_prompt = load_prompt_set("synth", "paper")["reflection.system"]
     cfg = make_config(preset, full=full, epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r, max_length=max_length,
                       per_device_batch_size=batch_size, grad_accum=grad_accum, add_tag_tokens=add_tag_tokens,
                       dual_mask=dual_mask, system_prompt=system_prompt, gradient_checkpointing=gradient_checkpointing,

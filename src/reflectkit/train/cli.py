@@ -43,10 +43,6 @@ def register(app: typer.Typer) -> None:
 
         if output is None:
             raise c.UserError("train needs -o OUTPUT_DIR")
-        if system_prompt == "reflection":
-            from reflectkit.prompts import load_prompt_set
-
-            system_prompt = load_prompt_set("synth", "paper")["reflection.system"]
         m = train(data, output, student=student, full=full, preset=preset, epochs=epochs, max_steps=max_steps, lr=lr,
                   lora_r=lora_r, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum,
                   add_tag_tokens=add_tag_tokens, dual_mask=dual_mask, system_prompt=system_prompt,
