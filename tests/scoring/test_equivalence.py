@@ -40,7 +40,11 @@ def _compare(fast: dict[str, Any] | None, ref: dict[str, list[float]]) -> float:
     return worst
 
 
-@pytest.mark.parametrize("prompt,max_length", [("vicuna", 2048), ("alpaca", 2048), ("vicuna", 40)])
+@pytest.mark.parametrize("prompt,max_length", [
+    ("vicuna", 2048),
+    pytest.param("alpaca", 2048, marks=pytest.mark.slow),
+    pytest.param("vicuna", 40, marks=pytest.mark.slow),
+])
 def test_tiny_rows_match_reference(student, prompt: str, max_length: int) -> None:
     model, tok = student
     fast = Scorer(model, tok, prompt=prompt, max_length=max_length, coherence=False).score(

@@ -135,3 +135,22 @@ def test_cli_stats_user_errors(tmp_path: Path, capsys) -> None:
     assert main(["stats", str(plain)]) == 2
     assert "no scored rows" in capsys.readouterr().err
     assert main(["stats", str(plain), "--format", "xml"]) == 2
+
+
+@pytest.mark.slow
+def test_a_row_that_fails_is_recorded_and_the_rest_of_its_batch_scored(tmp_path: Path, student_dir: Path, monkeypatch) -> None:
+    from reflectkit.scoring.scorer import Scorer
+
+    real = Scorer.score
+
+    def fragile(self, triples):
+        if any(t[2] == "BOOM" for t in triples):
+            raise RuntimeError("tokenizer exploded")
+        return real(self, triples)
+
+    monkeypatch.setattr(Scorer, "score", fragile)
+    src = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], {"instruction": "Fail.", "output": "BOOM"}])
+    s = score(src, tmp_path / "o.jsonl", student=str(student_dir), run_dir=tmp_path / "run", coherence=False)
+    assert s.counts == {"failed": 1, "scored": 1} and s.exit_code == 1
+    bad = _read(tmp_path / "o.jsonl")[1]["reflectkit"]["score"]
+    assert bad["status"] == "failed" and "tokenizer exploded" in bad["reason"]

@@ -119,8 +119,26 @@ class ScoreStep:
             for t in [own, *wanted.values()]:
                 if t is not None and t not in uniq:
                     uniq[t] = len(uniq)
-        scores = self.scorer.score(list(uniq))
+        try:
+            scores = self.scorer.score(list(uniq))
+        except (UserError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception:  # one bad row must not sink its batch: score row by row, record the failures
+            return [self._one(rec, own, wanted) for rec, (own, wanted) in zip(recs, per_row)]
         return [self._result(rec, own, wanted, scores, uniq) for rec, (own, wanted) in zip(recs, per_row)]
+
+    def _one(self, rec: Record, own: Triple, wanted: dict[str, Triple | None]) -> RowResult:
+        uniq: dict[Triple, int] = {}
+        for t in [own, *wanted.values()]:
+            if t is not None and t not in uniq:
+                uniq[t] = len(uniq)
+        try:
+            scores = self.scorer.score(list(uniq))
+        except (UserError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            return RowResult.failure(f"scoring failed: {type(exc).__name__}: {exc}")
+        return self._result(rec, own, wanted, scores, uniq)
 
     @staticmethod
     def _result(rec: Record, own: Triple, wanted: dict[str, Triple | None], scores: list[dict[str, Any] | None],
