@@ -27,10 +27,20 @@ class StudentInfo:
     identity: dict[str, Any]
 
 
+ENV_STUDENT_CACHE = "REFLECTKIT_STUDENT_CACHE"
+
+
 def _cache_root(cache_dir: Path | None) -> Path:
+    """Where converted students live: ``cache_dir/students``, else ``$REFLECTKIT_STUDENT_CACHE``, else
+    ``<response cache dir>/students``."""
     from reflectkit.llm.cache import default_cache_dir
 
-    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "students"
+    if cache_dir:
+        return Path(cache_dir) / "students"
+    env = os.environ.get(ENV_STUDENT_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return default_cache_dir() / "students"
 
 
 def resolve_student(spec: str | None = None, *, cache_dir: Path | None = None) -> StudentInfo:

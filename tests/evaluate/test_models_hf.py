@@ -13,7 +13,7 @@ from reflectkit.evaluate.models import resolve_model
 def hf_dir(tmp_path_factory, gguf_path):
     from reflectkit.student import resolve_student
 
-    return resolve_student("embedded", cache_dir=tmp_path_factory.mktemp("students")).hf_dir
+    return resolve_student("embedded").hf_dir  # shared conversion (REFLECTKIT_STUDENT_CACHE, see conftest)
 
 
 def test_resolve_specs(tmp_path, gguf_path):

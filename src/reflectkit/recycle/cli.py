@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recycle instruction data with an oracle (Reflection-Tuning, Li et al. 2023)."""
         from reflectkit.data.io import parse_mapping, read_dataset
-        from reflectkit.engine.run import Run
+        from reflectkit.engine.run import run_step
         from reflectkit.recycle.step import RecycleConfig, RecycleStep
 
         ds = read_dataset(input, format=format, mapping=parse_mapping(map), skip_bad_rows=skip_bad_rows).limit(limit)
@@ -56,13 +55,7 @@ def register(app: typer.Typer) -> None:
         model = c.open_model(flags, no_cache=no_cache, cache_only=cache_only, concurrency=concurrency)
         step = RecycleStep(model, cfg)
 
-        async def go():
-            try:
-                return await Run(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
-                                 progress=c.progress_enabled(quiet), restart=restart).execute()
-            finally:
-                await model.aclose()
-
-        summary = asyncio.run(go())
+        summary = run_step(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
+                           progress=c.progress_enabled(quiet), restart=restart)
         c.print_summary(summary)
         raise typer.Exit(summary.exit_code)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Optional
 
 import typer
@@ -54,7 +53,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthesize Reflection-70B-format (or plain-CoT) answers, validated and verified against reference answers."""
         from reflectkit.data.io import parse_mapping, read_dataset
-        from reflectkit.engine.run import Run
+        from reflectkit.engine.run import run_step
         from reflectkit.synth.inputs import auto_mapping
         from reflectkit.synth.step import SynthConfig, SynthStep
 
@@ -78,14 +77,8 @@ def register(app: typer.Typer) -> None:
         model = c.open_model(flags, no_cache=no_cache, cache_only=cache_only, concurrency=concurrency)
         step = SynthStep(model, cfg)
 
-        async def go():
-            try:
-                return await Run(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
-                                 progress=c.progress_enabled(quiet), restart=restart).execute()
-            finally:
-                await model.aclose()
-
-        summary = asyncio.run(go())
+        summary = run_step(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
+                           progress=c.progress_enabled(quiet), restart=restart)
         c.print_summary(summary)
         print_synthesis(summary.manifest.get("synthesis", {}))
         raise typer.Exit(summary.exit_code)
