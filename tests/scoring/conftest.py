@@ -1,6 +1,5 @@
-"""Scoring fixtures: the real SmolLM2 student, converted from the wheel's GGUF once and reused across sessions
-(under pytest's cache dir), loaded once per session on CPU with one thread (the shared 2-core machine thrashes with
-more)."""
+"""Scoring fixtures: the real SmolLM2 student, converted from the wheel's GGUF once for the suite, loaded once per
+session on CPU with one thread (the shared 2-core machine thrashes with more)."""
 
 from __future__ import annotations
 
@@ -11,12 +10,11 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def student_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def student_dir() -> Path:
+    """The converted embedded student (tests/conftest.py points REFLECTKIT_STUDENT_CACHE at a suite-wide dir)."""
     from reflectkit.student import resolve_student
 
-    cache = getattr(request.config, "cache", None)
-    root = Path(cache.mkdir("reflectkit-student")) if cache is not None else tmp_path_factory.mktemp("student")
-    return resolve_student("embedded", cache_dir=root).hf_dir
+    return resolve_student("embedded").hf_dir
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,8 @@ class ScoreStep:
 
     def __init__(self, cfg: ScoreConfig, *, cache_dir: Path | None = None, device: str | None = None,
                  batch_size: int = 64, token_budget: int = 4096) -> None:
-        from reflectkit.student import default_dtype, pick_device, resolve_student
-
         from reflectkit.scoring.wrappers import PROMPTS
+        from reflectkit.student import ENV_STUDENT_CACHE, default_dtype, pick_device, resolve_student
 
         if cfg.prompt not in PROMPTS:
             raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, got {cfg.prompt!r}")
@@ -80,13 +80,16 @@ class ScoreStep:
         self.dtype = str(default_dtype(self.device)).replace("torch.", "")
         self.batch_size = batch_size
         self.token_budget = token_budget
-        self.info = resolve_student(cfg.student, cache_dir=cache_dir)
+        # REFLECTKIT_STUDENT_CACHE, when set, says where converted students live (shared across cache dirs).
+        self.info = resolve_student(cfg.student, cache_dir=None if os.environ.get(ENV_STUDENT_CACHE) else cache_dir)
         self.prompt_set = load_prompt_set("scoring", "paper")
         self._scorer: Scorer | None = None
 
     # ------------------------------------------------------------------ Step protocol
     def config(self) -> dict[str, Any]:
-        ident = {k: v for k, v in self.info.identity.items() if k not in ("path", "hf_dir")}
+        # a GGUF is identified by its sha256 (its path and conversion dir vary by machine); an HF dir by its path
+        drop = ("path", "hf_dir") if "gguf_sha256" in self.info.identity else ()
+        ident = {k: v for k, v in self.info.identity.items() if k not in drop}
         return {**asdict(self.cfg), "student": ident, "dtype": self.dtype, "prompt_set_sha256": self.prompt_set.sha256}
 
     def models(self) -> dict[str, Any]:
