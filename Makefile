@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/reflectkit run examples/demo.yaml
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -35,7 +35,7 @@ from reflectkit.errors import UserError
 from reflectkit.llm.cache import CachedChatModel
 
 CLEAN, CONTAMINATED, UNCHECKED = "clean", "contaminated", "unchecked"
-#: Calibrated on a held-out split (GSM8K *train*, never the test set scored in RESULTS_decontam.md): the cosine
+#: Calibrated on a held-out split (GSM8K *train*, never the test set scored in benchmarks/RESULTS.md): the cosine
 #: that maximises recall on number-substituted copies minus the false-positive rate on hard negatives (each
 #: question vs its nearest *other* question). benchmarks/decontam_data/calibrate_threshold.py reproduces it.
 DEFAULT_THRESHOLD = 0.86
