@@ -23,6 +23,10 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Fixtures shared by a sub-suite live in tests/helpers/ and are loaded here, so that `from conftest import ...`
+# in any test always means this file.
+pytest_plugins = ["helpers.scoring_fixtures"]
+
 # Converting the GGUF student to an HF directory takes 30-80 s: do it once for the whole suite, for every fixture
 # scope and CLI subprocess, and keep it between runs under the git-ignored test-artifacts/.
 os.environ["REFLECTKIT_STUDENT_CACHE"] = str(ARTIFACTS / "student-cache" / "students")
