@@ -91,15 +91,9 @@ def open_model(flags: ModelFlags, *, no_cache: bool = False, cache_only: bool = 
 
 async def probe_model(model: Any) -> None:
     """Ask an endpoint for its identity; unreachable endpoint or rejected key -> UserError (exit 2)."""
-    from reflectkit.llm.base import FatalModelError
+    from reflectkit.llm.factory import probe_model as _probe
 
-    inner = getattr(model, "inner", model)
-    if getattr(model, "cache_only", False) or getattr(inner, "probed", True):
-        return
-    try:
-        await inner.probe()
-    except FatalModelError as exc:
-        raise UserError(str(exc)) from None
+    await _probe(model)
 
 
 def print_dry_run(step_name: str, estimate: dict[str, Any]) -> None:

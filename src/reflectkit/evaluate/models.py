@@ -204,16 +204,10 @@ def build_model(spec: GenModelSpec, *, cache: ResponseCache | None, concurrency:
 async def open_model(spec: GenModelSpec, *, cache: ResponseCache | None, concurrency: int = 8,
                      setting_name: str = "--oracle", cache_only: bool = False) -> CachedChatModel:
     """Build the model and probe an endpoint's identity (UserError when unreachable or the key is wrong)."""
-    from reflectkit.llm.base import FatalModelError
+    from reflectkit.llm.factory import probe_model
 
     model = build_model(spec, cache=cache, concurrency=concurrency, setting_name=setting_name, cache_only=cache_only)
-    probe = getattr(model.inner, "probe", None)
-    if probe is not None and not cache_only:
-        try:
-            await probe()
-        except FatalModelError as exc:
-            await model.aclose()
-            raise UserError(str(exc)) from None
+    await probe_model(model)
     return model
 
 

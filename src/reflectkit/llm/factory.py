@@ -13,7 +13,7 @@ from reflectkit.llm.cache import CachedChatModel, ResponseCache
 from reflectkit.llm.embedded import EMBEDDED_NAME, EmbeddedModel, embedded_gguf_path
 from reflectkit.llm.retry import RetryPolicy
 
-__all__ = ["ModelSpec", "build_chat_model", "open_chat_model", "embedded_gguf_path"]
+__all__ = ["ModelSpec", "build_chat_model", "open_chat_model", "probe_model", "embedded_gguf_path"]
 
 
 class ModelSpec(BaseModel):
@@ -69,6 +69,19 @@ def build_chat_model(
     return CachedChatModel(inner, cache, cache_only=cache_only)
 
 
+async def probe_model(model: CachedChatModel) -> None:
+    """Ask an endpoint for its identity once (``/v1/models``); skipped for embedded models, in cache-only replay and
+    when already probed. An unreachable endpoint or a rejected key becomes a UserError (exit 2); the model is closed."""
+    inner = model.inner
+    if model.cache_only or getattr(inner, "probed", True):
+        return
+    try:
+        await inner.probe()
+    except FatalModelError as exc:
+        await model.aclose()
+        raise UserError(str(exc)) from None
+
+
 async def open_chat_model(
     spec: ModelSpec,
     *,
@@ -79,11 +92,5 @@ async def open_chat_model(
 ) -> CachedChatModel:
     """Build the model and, for endpoints, ask ``/v1/models`` for its identity (skipped in cache-only replay)."""
     model = build_chat_model(spec, cache=cache, concurrency=concurrency, setting_name=setting_name, cache_only=cache_only)
-    probe = getattr(model.inner, "probe", None)
-    if probe is not None and not cache_only:
-        try:
-            await probe()
-        except FatalModelError as exc:
-            await model.aclose()
-            raise UserError(str(exc)) from None
+    await probe_model(model)
     return model
