@@ -96,6 +96,28 @@ async def probe_model(model: Any) -> None:
     await _probe(model)
 
 
+def run_oracle_step(name: str, make_step: Any, ds: Any, flags: ModelFlags, *, output: Path | None, dry_run: bool,
+                    run_dir: Path | None, concurrency: int, quiet: bool, restart: bool, no_cache: bool,
+                    cache_only: bool) -> Any:
+    """The flow every per-row oracle step command shares: ``--dry-run`` prints the estimate and exits 0; otherwise
+    ``-o`` is required, the model is built, the step runs through the engine and the summary is printed.
+    ``make_step(model)`` builds the step. Returns the RunSummary."""
+    from reflectkit.engine.run import run_step
+
+    if dry_run:
+        from reflectkit.llm.factory import build_chat_model
+
+        print_dry_run(name, make_step(build_chat_model(flags.spec(), cache=None)).estimate(ds.records))
+        raise typer.Exit(0)
+    if output is None:
+        raise UserError(f"{name} needs -o OUTPUT")
+    step = make_step(open_model(flags, no_cache=no_cache, cache_only=cache_only, concurrency=concurrency))
+    summary = run_step(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
+                       progress=progress_enabled(quiet), restart=restart)
+    print_summary(summary)
+    return summary
+
+
 def print_dry_run(step_name: str, estimate: dict[str, Any]) -> None:
     print(f"dry run: {step_name}")
     for k, v in estimate.items():

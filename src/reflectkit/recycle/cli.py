@@ -38,24 +38,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recycle instruction data with an oracle (Reflection-Tuning, Li et al. 2023)."""
         from reflectkit.data.io import parse_mapping, read_dataset
-        from reflectkit.engine.run import run_step
         from reflectkit.recycle.step import RecycleConfig, RecycleStep
 
         ds = read_dataset(input, format=format, mapping=parse_mapping(map), skip_bad_rows=skip_bad_rows).limit(limit)
         cfg = RecycleConfig(phase=phase, max_tokens=max_tokens, structured=structured, prompt_set=prompt_set)  # type: ignore[arg-type]
         flags = c.ModelFlags(oracle_model, oracle_base_url, oracle_api_key_env, timeout, max_attempts)
-        if dry_run:
-            from reflectkit.llm.factory import build_chat_model
-
-            step = RecycleStep(build_chat_model(flags.spec(), cache=None), cfg)
-            c.print_dry_run("recycle", step.estimate(ds.records))
-            raise typer.Exit(0)
-        if output is None:
-            raise c.UserError("recycle needs -o OUTPUT")
-        model = c.open_model(flags, no_cache=no_cache, cache_only=cache_only, concurrency=concurrency)
-        step = RecycleStep(model, cfg)
-
-        summary = run_step(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
-                           progress=c.progress_enabled(quiet), restart=restart)
-        c.print_summary(summary)
+        summary = c.run_oracle_step("recycle", lambda model: RecycleStep(model, cfg), ds, flags, output=output,
+                                    dry_run=dry_run, run_dir=run_dir, concurrency=concurrency, quiet=quiet,
+                                    restart=restart, no_cache=no_cache, cache_only=cache_only)
         raise typer.Exit(summary.exit_code)

@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthesize Reflection-70B-format (or plain-CoT) answers, validated and verified against reference answers."""
         from reflectkit.data.io import parse_mapping, read_dataset
-        from reflectkit.engine.run import run_step
         from reflectkit.synth.inputs import auto_mapping
         from reflectkit.synth.step import SynthConfig, SynthStep
 
@@ -66,19 +65,8 @@ def register(app: typer.Typer) -> None:
         if answer_field and not any(answer_field in r.raw for r in ds.records):
             raise c.UserError(f"--answer-field {answer_field!r}: no row of {input} has that field")
         flags = c.ModelFlags(oracle_model, oracle_base_url, oracle_api_key_env, timeout, max_attempts)
-        if dry_run:
-            from reflectkit.llm.factory import build_chat_model
-
-            step = SynthStep(build_chat_model(flags.spec(), cache=None), cfg)
-            c.print_dry_run("synthesize", step.estimate(ds.records))
-            raise typer.Exit(0)
-        if output is None:
-            raise c.UserError("synthesize needs -o OUTPUT")
-        model = c.open_model(flags, no_cache=no_cache, cache_only=cache_only, concurrency=concurrency)
-        step = SynthStep(model, cfg)
-
-        summary = run_step(step, ds, output=output, run_dir=run_dir, concurrency=concurrency,
-                           progress=c.progress_enabled(quiet), restart=restart)
-        c.print_summary(summary)
+        summary = c.run_oracle_step("synthesize", lambda model: SynthStep(model, cfg), ds, flags, output=output,
+                                    dry_run=dry_run, run_dir=run_dir, concurrency=concurrency, quiet=quiet,
+                                    restart=restart, no_cache=no_cache, cache_only=cache_only)
         print_synthesis(summary.manifest.get("synthesis", {}))
         raise typer.Exit(summary.exit_code)
