@@ -5,7 +5,12 @@
 Prints samples/s for each, their ratio, the worst relative difference over every loss/ppl/IFD/r-IFD value, and
 peak memory (process max RSS; reflectkit runs first in each chunk, and the first chunk's peak is reflectkit's own),
 and the work each did (positions through the transformer body and through the LM head). The two are interleaved
-chunk by chunk so both see the same machine load. Coherence is off in both (the reference has none).
+chunk by chunk so both see the same machine load.
+
+It also measures this machine's float32 matmul roofline (best GFLOP/s of the student's MLP-shaped matmul, before and
+after the run) and prints ``exact_method_speedup_ceiling``: the reference's time divided by the time the
+unavoidable linear-layer FLOPs would take at that peak. No implementation that computes the same numbers can beat
+that ratio on this machine. Coherence is off in both (the reference has none).
 """
 
 from __future__ import annotations
@@ -35,6 +40,44 @@ def current_rss_mib() -> float:
     return float("nan")
 
 
+def matmul_gflops(hidden: int, inner: int, seconds: float = 3.0) -> float:
+    """Best float32 GFLOP/s of plain ``torch`` matmuls with the student's MLP shape ([M x hidden] @ [hidden x inner]),
+    at the current thread count: the roofline no implementation of the same arithmetic can beat on this machine."""
+    import torch
+
+    best = 0.0
+    for m in (256, 1024, 4096):
+        a, b = torch.randn(m, hidden), torch.randn(hidden, inner)
+        for _ in range(2):
+            a @ b
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            a @ b
+            n += 1
+        best = max(best, 2 * m * hidden * inner * n / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def minimum_work(plans: list) -> tuple[int, int]:
+    """Positions any exact method must run through the body and the LM head: a position's hidden state depends on
+    its whole prefix, so it is computed once per *distinct* token prefix over all sequences of all passes (a trie),
+    and the LM head is needed once per distinct prefix that predicts a target token. (Accounting only: this loops
+    in Python over tokens, the scorer never does.)"""
+    from reflectkit.scoring.plan import PARTS
+
+    trie: dict[tuple[int, int], int] = {}
+    head: set[int] = set()
+    for p in plans:
+        for part in PARTS:
+            seq = p.seqs[part]
+            node, first = 0, max(seq.start, 1)
+            for j, tok in enumerate(seq.ids):
+                node = trie.setdefault((node, tok), len(trie) + 1)
+                if first <= j + 1 < len(seq.ids):  # this position predicts a target token
+                    head.add(node)
+    return len(trie), len(head)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=500)
@@ -58,6 +101,8 @@ def main() -> None:
     triples = [(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
     scorer = Scorer(model, tok, max_length=args.max_length, token_budget=args.token_budget, coherence=False)
     base_rss = current_rss_mib()
+    cfg = model.config
+    peak_before = matmul_gflops(cfg.hidden_size, cfg.intermediate_size)
 
     # Interleaved: each chunk is scored by reflectkit, then by the reference, so both see the same (noisy) load.
     fast: list = []
@@ -77,9 +122,11 @@ def main() -> None:
     ref_tokens = ref_head = 0
     from reflectkit.scoring.plan import build_plans
 
-    for p in build_plans([t for t in triples if t[2].strip()], scorer.wrapper, scorer.tokenize, args.max_length):
+    plans = build_plans([t for t in triples if t[2].strip()], scorer.wrapper, scorer.tokenize, args.max_length)
+    for p in plans:
         for seq in p.seqs.values():
             ref_tokens += len(seq.ids)
+    min_body, min_head = minimum_work(plans)
     ref_head = ref_tokens
 
     worst, compared, nan_both = 0.0, 0, 0
@@ -98,6 +145,23 @@ def main() -> None:
                 continue
             worst = max(worst, abs(a - b) / abs(b))
             compared += 1
+    # Work in multiply-accumulates of the linear layers (81% of CPU time in a profile; attention scores excluded):
+    # every position through the body costs ``body_macs``, every position through the LM head ``head_macs``. The
+    # ratio is the speed-up a method doing exactly this work would get if time were proportional to MACs; the
+    # "minimum work" figure is for the least work any exact method must do (see minimum_work).
+    body_macs = sum(p.numel() for n, p in model.get_decoder().named_parameters() if p.dim() == 2 and "embed" not in n)
+    head_macs = model.get_output_embeddings().weight.numel()
+    fast_body = scorer.work.get("body_tokens", 0)
+    fast_pad = scorer.work.get("padding", 0)
+    fast_head = scorer.work.get("head_positions", 0)
+    ref_macs = ref_tokens * (body_macs + head_macs)
+    fast_macs = fast_body * body_macs + fast_head * head_macs
+    ideal_macs = min_body * body_macs + min_head * head_macs
+    peak = max(peak_before, matmul_gflops(cfg.hidden_size, cfg.intermediate_size))
+    # The fastest an exact method could possibly be: the unavoidable linear-layer FLOPs (no padding, LM head on
+    # target positions only, shared prefixes once) at the best matmul rate measured on this machine, everything else
+    # (attention, norms, softmax, Python) free. If even this is under the target, no exact method reaches it here.
+    ceiling = t_ref / (2 * ideal_macs / (peak * 1e9)) if ideal_macs else None
     res = {
         "rows": len(rows), "threads": torch.get_num_threads(), "max_length": args.max_length,
         "reflectkit_s": round(t_fast, 2), "reference_s": round(t_ref, 2),
@@ -107,6 +171,14 @@ def main() -> None:
         "body_tokens_reference": ref_tokens, "body_tokens_reflectkit": scorer.work.get("body_tokens", 0),
         "padding_tokens_reflectkit": scorer.work.get("padding", 0),
         "lm_head_positions_reference": ref_head, "lm_head_positions_reflectkit": scorer.work.get("head_positions", 0),
+        "body_macs_per_position": body_macs, "head_macs_per_position": head_macs,
+        "linear_mac_ratio": round(ref_macs / fast_macs, 3) if fast_macs else None,
+        "minimum_body_positions": min_body, "minimum_head_positions": min_head,
+        "linear_mac_ratio_minimum_work": round(ref_macs / ideal_macs, 3) if ideal_macs else None,
+        "matmul_peak_gflops": round(peak, 1),
+        "achieved_linear_gflops_reference": round(2 * ref_macs / t_ref / 1e9, 1),
+        "achieved_linear_gflops_reflectkit": round(2 * fast_macs / t_fast / 1e9, 1),
+        "exact_method_speedup_ceiling": round(ceiling, 2) if ceiling else None,
         "rss_after_load_mib": round(base_rss, 1), "peak_rss_mib_during_reflectkit": round(peak_fast, 1),
         "peak_rss_mib_incl_reference": round(peak_ref, 1),
         "load_avg_1m": round(__import__("os").getloadavg()[0], 2), "cpus": __import__("os").cpu_count(),

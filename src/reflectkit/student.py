@@ -66,7 +66,12 @@ def resolve_student(spec: str | None = None, *, cache_dir: Path | None = None) -
     sha = gguf_sha256(gguf, _cache_root(cache_dir).parent)
     out = _cache_root(cache_dir) / sha[:16]
     if not (out / "config.json").exists():
-        _convert_gguf(gguf, out)
+        try:
+            _convert_gguf(gguf, out)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # a corrupt or unsupported GGUF: say which file, not a transformers traceback
+            raise UserError(f"--student {spec}: cannot load GGUF {gguf}: {type(exc).__name__}: {exc}") from None
     return StudentInfo(spec, out, {"kind": "gguf", "path": str(gguf), "gguf_sha256": sha, "hf_dir": str(out)})
 
 
@@ -120,6 +125,14 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     if device:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"--device {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -134,12 +147,24 @@ def load_student(spec: str | None = None, *, cache_dir: Path | None = None, devi
 
     info = resolve_student(spec, cache_dir=cache_dir)
     dev = pick_device(device)
-    tok = AutoTokenizer.from_pretrained(str(info.hf_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(info.hf_dir), dtype=dtype or default_dtype(dev))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(info.hf_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(info.hf_dir), dtype=dtype or default_dtype(dev))
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # no weights, a broken config, an unknown architecture...
+        raise UserError(f"--student {info.spec}: cannot load the model in {info.hf_dir}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            raise UserError(f"adapter {adapter}: cannot load it onto {info.spec}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         info.identity["adapter"] = str(adapter)
     model.to(dev)
     model.eval()

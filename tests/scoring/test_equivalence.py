@@ -18,6 +18,8 @@ TINY = [
     {"instruction": "Translate to French: cat", "input": "", "output": "chat"},  # one-token output: loss 2 is nan
     {"instruction": "Say hi", "input": "", "output": ""},  # empty output: no scores, as the reference
     {"instruction": "Repeat the word {output}", "input": "x", "output": "Sure: {output} {output}."},  # braces stay literal
+    # the instruction occurs again inside the input and the output: the reference's rfind picks the last occurrence
+    {"instruction": "Echo", "input": "Echo Echo", "output": "Echo"},
 ]
 
 

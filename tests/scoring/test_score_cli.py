@@ -130,6 +130,40 @@ def test_cli_score_user_errors_exit_2(tmp_path: Path, args: list[str], needle: s
     assert needle in capsys.readouterr().err
 
 
+def _corrupt_gguf(tmp: Path) -> str:
+    p = tmp / "broken.gguf"
+    p.write_bytes(b"GGUF" + b"\x00" * 60)
+    return str(p)
+
+
+def _hf_dir_without_weights(tmp: Path) -> str:
+    d = tmp / "empty-model"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    return str(d)
+
+
+@pytest.mark.parametrize("make,needle", [
+    (_corrupt_gguf, "cannot load GGUF"),
+    (_hf_dir_without_weights, "cannot load the model in"),
+])
+def test_cli_score_unloadable_student_is_one_clear_error(tmp_path: Path, make, needle: str, capsys) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", ROWS[:2])
+    code = main(["score", str(src), "-o", str(tmp_path / "o.jsonl"), "--run-dir", str(tmp_path / "r"),
+                 "--student", make(tmp_path), "--no-coherence"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_cli_score_bad_device_is_a_user_error(tmp_path: Path, capsys) -> None:
+    import torch
+
+    src = write_jsonl(tmp_path / "in.jsonl", ROWS[:1])
+    bad = ["--device", "tpu9"] if torch.cuda.is_available() else ["--device", "cuda"]
+    assert main(["score", str(src), "-o", str(tmp_path / "o.jsonl"), "--run-dir", str(tmp_path / "r"), *bad]) == 2
+    assert "--device" in capsys.readouterr().err
+
+
 def test_cli_stats_user_errors(tmp_path: Path, capsys) -> None:
     plain = write_jsonl(tmp_path / "plain.jsonl", ROWS[:1])
     assert main(["stats", str(plain)]) == 2

@@ -88,11 +88,86 @@ def test_selective_from_four_aligned_files_matched_by_id(tmp_path: Path) -> None
     s = select(files, tmp_path / "sel.jsonl", run_dir=tmp_path / "run")
     assert [r["output"] for r in _read(tmp_path / "sel.jsonl")] == ["out 0-both", "out 1-response"]
     assert s.funnel.stages[-1].outcomes["dropped:instruction-only"] == 1
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["variant_files_matched_by"] == ["reflectkit.id"] * 3
     # a variant file without the needed row -> dropped with the reason naming the file
-    write_jsonl(tmp_path / "response.jsonl", [{**texts("x"), "reflectkit": {"id": "other", "score": sc(0.1, 0.1)}}])
+    write_jsonl(tmp_path / "response.jsonl", [{**texts("x"), "reflectkit": {"id": "row0", "score": sc(0.1, 0.1)}}])
     s2 = select(files, tmp_path / "sel2.jsonl", run_dir=tmp_path / "run2")
     assert s2.funnel.stages[-1].outcomes["missing:response"] == 1
     assert "no row with id row1" in s2.funnel.stages[-1].reasons["missing:response"]
+
+
+def _four_files(tmp_path: Path, *, ids: bool) -> list[Path]:
+    files = []
+    for name in ("original", "instruction", "response", "both"):
+        rows = [{**texts(f"{i}-{name}"), "reflectkit": {**({"id": f"row{i}"} if ids else {}), "score": s[name]}}
+                for i, s in enumerate(SCORES[:3])]
+        files.append(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+    return files
+
+
+def test_four_files_without_ids_are_matched_by_position(tmp_path: Path) -> None:
+    """The released code's four files are aligned line by line; rows without reflectkit.id are matched so."""
+    files = _four_files(tmp_path, ids=False)
+    s = select(files, tmp_path / "sel.jsonl", run_dir=tmp_path / "run")
+    assert [r["output"] for r in _read(tmp_path / "sel.jsonl")] == ["out 0-both", "out 1-response"]
+    assert s.funnel.stages[-1].outcomes["dropped:instruction-only"] == 1
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["variant_files_matched_by"] == ["position"] * 3
+
+
+@pytest.mark.parametrize("spoil,needle", [
+    ("short", "3 rows, the original file has"),  # no ids and a row missing: positions cannot be trusted
+    ("foreign", "none of its 3 row ids matches"),  # ids from another dataset
+    ("duplicate", "appears on rows 1 and 2"),
+    ("unscored", "has no reflectkit.score on any row"),
+])
+def test_four_files_that_cannot_be_aligned_are_user_errors(tmp_path: Path, spoil: str, needle: str, capsys) -> None:
+    files = _four_files(tmp_path, ids=spoil != "short")
+    rows = _read(files[2])
+    if spoil == "short":
+        rows = _read(files[0]) + [{**texts("extra"), "reflectkit": {"score": sc(0.1, 0.1)}}]
+        write_jsonl(files[0], rows)
+    elif spoil == "foreign":
+        write_jsonl(files[2], [{**r, "reflectkit": {**r["reflectkit"], "id": "x" + r["reflectkit"]["id"]}} for r in rows])
+    elif spoil == "duplicate":
+        write_jsonl(files[2], [{**r, "reflectkit": {**r["reflectkit"], "id": "row0"}} for r in rows])
+    else:
+        write_jsonl(files[2], [{k: v for k, v in r.items() if k != "reflectkit"} for r in rows])
+    code = main(["select", *map(str, files), "-o", str(tmp_path / "o.jsonl"), "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "cherry", "--fraction", "0.5", "--key", "ifd_lss"], "score key 'ifd_lss' is not a number in any row"),
+    (["--method", "filter", "--where", "coherance >= 0.5"], "numeric keys: coherence, ifd_loss, ifd_ppl"),
+])
+def test_select_on_a_key_no_row_has_is_a_user_error(tmp_path: Path, args: list[str], needle: str, capsys) -> None:
+    src = write_jsonl(tmp_path / "s.jsonl", [{**texts("a"), "reflectkit": {"id": "a", "score": sc(0.5, 0.5)}}])
+    assert main(["select", str(src), "-o", str(tmp_path / "o.jsonl"), "--run-dir", str(tmp_path / "r"), *args]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_select_on_an_unscored_file_is_a_user_error(tmp_path: Path, capsys) -> None:
+    src = write_jsonl(tmp_path / "s.jsonl", [texts("a"), texts("b")])
+    assert main(["select", str(src), "-o", str(tmp_path / "o.jsonl"), "--method", "cherry", "--count", "1",
+                 "--run-dir", str(tmp_path / "r")]) == 2
+    assert "no reflectkit.score on any row: run `reflectkit score`" in capsys.readouterr().err
+
+
+def test_where_reads_booleans_as_0_and_1(tmp_path: Path) -> None:
+    rows = [{**texts(str(i)), "reflectkit": {"id": f"r{i}", "score": sc(0.5, 0.5, truncated=t)}} for i, t in enumerate([False, True, False])]
+    s = select([write_jsonl(tmp_path / "s.jsonl", rows)], tmp_path / "o.jsonl", method="filter", where="truncated == 0",
+               run_dir=tmp_path / "run")
+    assert [r["reflectkit"]["id"] for r in _read(tmp_path / "o.jsonl")] == ["r0", "r2"] and s.rows_out == 2
+
+
+def test_funnel_json_to_an_unwritable_path_is_a_user_error(tmp_path: Path, capsys) -> None:
+    src = write_jsonl(tmp_path / "s.jsonl", [{**texts("a"), "reflectkit": {"id": "a", "score": sc(0.5, 0.5)}}])
+    code = main(["select", str(src), "-o", str(tmp_path / "o.jsonl"), "--method", "filter", "--where", "ifd_ppl < 1",
+                 "--run-dir", str(tmp_path / "r"), "--funnel-json", str(tmp_path / "no" / "such" / "dir" / "f.json"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--funnel-json" in err and "Traceback" not in err
 
 
 def test_cherry_and_where_through_cli(tmp_path: Path, capsys) -> None:

@@ -37,7 +37,18 @@ def _body_and_head(model: Any) -> tuple[Any, Any] | None:
         return None
     if body is None or head is None or body is model:
         return None
-    return body, head
+    ok = getattr(model, "_reflectkit_head_is_linear", None)
+    if ok is None:  # some models rescale logits inside forward (logits_scaling, lm_head_multiplier...): check once
+        with torch.inference_mode():
+            ids = torch.arange(1, 9, device=next(model.parameters()).device)[None, :] % max(2, head.weight.shape[0])
+            want = model(input_ids=ids).logits.float()
+            got = head(body(input_ids=ids).last_hidden_state).float()
+        ok = bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max().clamp(min=1.0))))
+        try:
+            model._reflectkit_head_is_linear = ok
+        except (AttributeError, TypeError):
+            pass
+    return (body, head) if ok else None
 
 
 def _can_share_prefix(model: Any) -> bool:

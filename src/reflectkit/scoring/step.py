@@ -122,8 +122,9 @@ class ScoreStep:
             for t in [own, *wanted.values()]:
                 if t is not None and t not in uniq:
                     uniq[t] = len(uniq)
+        scorer = self.scorer  # load errors are the user's (bad --student/--device), not the rows': raise them here
         try:
-            scores = self.scorer.score(list(uniq))
+            scores = scorer.score(list(uniq))
         except (UserError, KeyboardInterrupt, MemoryError):
             raise
         except Exception:  # one bad row must not sink its batch: score row by row, record the failures

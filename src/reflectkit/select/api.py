@@ -55,7 +55,7 @@ def select(
     (paper text: winner of each phase, no ``< 1`` thresholds), ``cherry`` (drop IFD > 1, keep the top ``fraction``
     or ``count`` by ``key``, default ``ifd_loss`` as in Cherry LLM), ``filter`` (only the ``where`` filters).
     ``inputs``: one scored file (for ``selective*``: rows from ``recycle --phase all`` then ``score``), or four
-    scored files aligned by ``reflectkit.id``: original, instruction-, response-, both-reflected.
+    scored files aligned by ``reflectkit.id`` (by row position when the files carry no ids): original, instruction-, response-, both-reflected.
     ``where``: filters like ``"coherence >= 0.5"`` on ``reflectkit.score``, applied first, in order.
 
     >>> from reflectkit.select.api import select
@@ -65,11 +65,13 @@ def select(
     paths = list(inputs)
     if len(paths) not in (1, 4):
         raise UserError(f"select takes one input file or four aligned files (original, instruction, response, both); got {len(paths)}")
-    ds = read_dataset(paths[0], format=format, mapping=mapping, require_output=False).limit(limit)
+    full = read_dataset(paths[0], format=format, mapping=mapping, require_output=False)
+    ds = full.limit(limit)
     wheres = [where] if isinstance(where, str) else list(where or [])
     cfg = SelectConfig(method=method, fraction=fraction, count=count, where=wheres, key=key,
                        variant_files=[str(p) for p in paths[1:]])
     step = SelectStep(cfg, read_variant_files(paths[1:], format=format, mapping=mapping) if len(paths) == 4 else None)
+    step.original_rows = full.n_rows
     summary = run_step(step, ds, output=Path(output) if output else None, run_dir=Path(run_dir) if run_dir else None,
                        progress=progress, restart=restart)
     assert step.funnel is not None

@@ -44,5 +44,9 @@ def register(app: typer.Typer) -> None:
         print(f"  dropped:  {s.run.run_dir / 'dropped.jsonl'} (id, rule, reason)")
         print(f"  manifest: {s.run.manifest_path}")
         if funnel_json:
-            funnel_json.write_text(json.dumps(s.funnel.to_dict(), indent=2) + "\n", encoding="utf-8")
+            try:
+                funnel_json.write_text(json.dumps(s.funnel.to_dict(), indent=2) + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise c.UserError(f"--funnel-json {funnel_json}: cannot write: {exc.strerror or exc} "
+                                  f"(the funnel is also in {s.run.run_dir / 'funnel.json'})") from None
         raise typer.Exit(s.exit_code)

@@ -161,13 +161,39 @@ class Where:
 
     def test(self, scores: Mapping[str, Any] | None) -> Decision | None:
         """None if the row passes, else the drop decision."""
-        x = _num(scores, self.key) if "." not in self.key else _num(_dig(scores, self.key.rsplit(".", 1)[0]),
-                                                                   self.key.rsplit(".", 1)[1])
+        x = value(scores, self.key)
         if x is None:
             return Decision(None, f"where:{self.text}", f"no numeric {self.key!r} score for --where {self.text!r}")
         if not _OPS[self.op](x, self.value):
             return Decision(None, f"where:{self.text}", f"{self.key} = {x:.4g} fails --where {self.text!r}")
         return None
+
+
+def value(scores: Mapping[str, Any] | None, key: str) -> float | None:
+    """A score as a number for ``--where``: ``key`` may be dotted (``target_tokens.out_alone``); booleans count
+    as 0/1 (``truncated == 0``); None if absent, not a number or not finite."""
+    if "." in key:
+        path, key = key.rsplit(".", 1)
+        scores = _dig(scores, path)
+    if isinstance(scores, Mapping) and isinstance(scores.get(key), bool):
+        return float(scores[key])
+    return _num(scores, key)
+
+
+def numeric_keys(scores: Mapping[str, Any]) -> set[str]:
+    """The keys ``value`` can read in one score dict (nested dicts one level deep, as ``a.b``)."""
+    def num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and (isinstance(x, bool) or math.isfinite(x))
+
+    out: set[str] = set()
+    for k, v in scores.items():
+        if k == "variants":
+            continue
+        if isinstance(v, Mapping):
+            out |= {f"{k}.{b}" for b, x in v.items() if num(x)}
+        elif num(v):
+            out.add(k)
+    return out
 
 
 def _dig(d: Mapping[str, Any] | None, path: str) -> Mapping[str, Any] | None:

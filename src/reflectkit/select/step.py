@@ -57,7 +57,9 @@ class SelectStep:
                             "original, instruction-reflected, response-reflected, both-reflected")
         if self.variant_datasets and not cfg.method.startswith("selective"):
             raise UserError(f"--method {cfg.method} takes one input file")
-        self._by_id = [{r.id: r for r in ds.records} for ds in self.variant_datasets]
+        self._by_id: list[dict[str, Record]] = []  # per variant file: original row id -> its row (see _align)
+        self.aligned_by: list[str] = []
+        self.original_rows: int | None = None  # rows in the original file (before --limit), for positional matching
         self.decisions: dict[int, rules.Decision] = {}
         self.texts: dict[int, tuple[str, str, str] | None] = {}
         self.funnel: Funnel | None = None
@@ -71,7 +73,60 @@ class SelectStep:
         return {}
 
     def manifest_extra(self) -> dict[str, Any]:
-        return {"funnel": self.funnel.to_dict() if self.funnel else None}
+        extra: dict[str, Any] = {"funnel": self.funnel.to_dict() if self.funnel else None}
+        if self.aligned_by:
+            extra["variant_files_matched_by"] = self.aligned_by
+        return extra
+
+    # ------------------------------------------------------------------ input checks
+    def _align(self, records: list[Record]) -> None:
+        """Match each variant file's rows to the original's: by ``reflectkit.id`` when both files carry ids, else
+        by row position (as the released code, whose four files are aligned line by line). Files that cannot be
+        aligned are a user error, never a silent "every row missing"."""
+        self._by_id, self.aligned_by = [], []
+        orig_ids = bool(records) and all(isinstance(r.meta.get("id"), str) for r in records)
+        for name, ds in zip(rules.VARIANT_NAMES[1:], self.variant_datasets):
+            what = f"{ds.path} ({rules.LABELS[name]} file)"
+            if orig_ids and ds.records and all(isinstance(r.meta.get("id"), str) for r in ds.records):
+                by: dict[str, Record] = {}
+                for r in ds.records:
+                    if r.id in by:
+                        raise UserError(f"{what}: reflectkit.id {r.id!r} appears on rows {by[r.id].index + 1} and "
+                                        f"{r.index + 1}; four-file selection matches rows by id, so ids must be unique")
+                    by[r.id] = r
+                match = {r.id: by[r.id] for r in records if r.id in by}
+                if records and not match:
+                    raise UserError(f"{what}: none of its {len(ds.records)} row ids matches a row of the original file "
+                                    "(are these the outputs of the same input?)")
+                self.aligned_by.append("reflectkit.id")
+            else:
+                n_orig = self.original_rows if self.original_rows is not None else len(records)
+                if ds.n_rows != n_orig:
+                    raise UserError(f"{what}: {ds.n_rows} rows, the original file has {n_orig}; rows without "
+                                    "reflectkit.id are matched by position, which needs the same number of rows")
+                at = {r.index: r for r in ds.records}
+                match = {r.id: at[r.index] for r in records if r.index in at}
+                self.aligned_by.append("position")
+            self._by_id.append(match)
+
+    def _check_keys(self, records: list[Record]) -> None:
+        """Every score key the run filters or ranks on must be numeric in at least one row; else the run would
+        drop every row for a typo or an unscored file."""
+        scored = [s for s in (_score(r) for r in records) if s]
+        if not records:
+            return
+        if not scored:
+            raise UserError("the input has no reflectkit.score on any row: run `reflectkit score` on it first")
+        keys = [w.key for w in self.wheres] + ([self.cfg.key] if self.cfg.method == "cherry" else [])
+        for k in keys:
+            if not any(rules.value(s, k) is not None for s in scored):
+                avail = sorted(set().union(*(rules.numeric_keys(s) for s in scored)))
+                raise UserError(f"score key {k!r} is not a number in any row of the input; numeric keys: "
+                                f"{', '.join(avail) or '(none)'}")
+        for name, ds in zip(rules.VARIANT_NAMES[1:], self.variant_datasets):
+            if ds.records and not any(_score(r) for r in ds.records):
+                raise UserError(f"{ds.path} ({rules.LABELS[name]} file) has no reflectkit.score on any row: "
+                                "run `reflectkit score` on it first")
 
     # ------------------------------------------------------------------ decisions
     def _variants(self, rec: Record) -> tuple[dict[str, Any], dict[str, tuple[str, str, str] | None], dict[str, str]]:
@@ -108,6 +163,9 @@ class SelectStep:
         return scores, texts, notes
 
     async def prepare(self, records: list[Record]) -> None:
+        self._check_keys(records)
+        if self.variant_datasets:
+            self._align(records)
         funnel = Funnel(self.cfg.method, len(records))
         alive = list(records)
         for w in self.wheres:
