@@ -8,6 +8,7 @@ The first load of a GGUF is converted once and saved as a normal HF model direct
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ class StudentInfo:
 
 
 ENV_STUDENT_CACHE = "REFLECTKIT_STUDENT_CACHE"
+
+
+@contextmanager
+def _as_user_error(what: str) -> Any:
+    """Turn a loader's exception (corrupt file, no weights, unknown architecture...) into one clear line."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{what}: {type(exc).__name__}: {first}") from None
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
@@ -66,12 +79,8 @@ def resolve_student(spec: str | None = None, *, cache_dir: Path | None = None) -
     sha = gguf_sha256(gguf, _cache_root(cache_dir).parent)
     out = _cache_root(cache_dir) / sha[:16]
     if not (out / "config.json").exists():
-        try:
+        with _as_user_error(f"--student {spec}: cannot load GGUF {gguf}"):
             _convert_gguf(gguf, out)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # a corrupt or unsupported GGUF: say which file, not a transformers traceback
-            raise UserError(f"--student {spec}: cannot load GGUF {gguf}: {type(exc).__name__}: {exc}") from None
     return StudentInfo(spec, out, {"kind": "gguf", "path": str(gguf), "gguf_sha256": sha, "hf_dir": str(out)})
 
 
@@ -147,24 +156,14 @@ def load_student(spec: str | None = None, *, cache_dir: Path | None = None, devi
 
     info = resolve_student(spec, cache_dir=cache_dir)
     dev = pick_device(device)
-    try:
+    with _as_user_error(f"--student {info.spec}: cannot load the model in {info.hf_dir}"):
         tok = AutoTokenizer.from_pretrained(str(info.hf_dir))
         model = AutoModelForCausalLM.from_pretrained(str(info.hf_dir), dtype=dtype or default_dtype(dev))
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:  # no weights, a broken config, an unknown architecture...
-        raise UserError(f"--student {info.spec}: cannot load the model in {info.hf_dir}: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if adapter is not None:
         from peft import PeftModel
 
-        try:
+        with _as_user_error(f"adapter {adapter}: cannot load it onto {info.spec}"):
             model = PeftModel.from_pretrained(model, str(adapter))
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:
-            raise UserError(f"adapter {adapter}: cannot load it onto {info.spec}: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         info.identity["adapter"] = str(adapter)
     model.to(dev)
     model.eval()

@@ -79,14 +79,18 @@ class SelectStep:
         return extra
 
     # ------------------------------------------------------------------ input checks
+    def _variant_files(self) -> list[tuple[str, Dataset, str]]:
+        """(variant name, dataset, how messages name the file) for each of the three variant files."""
+        return [(name, ds, f"{ds.path} ({rules.LABELS[name]} file)")
+                for name, ds in zip(rules.VARIANT_NAMES[1:], self.variant_datasets)]
+
     def _align(self, records: list[Record]) -> None:
         """Match each variant file's rows to the original's: by ``reflectkit.id`` when both files carry ids, else
         by row position (as the released code, whose four files are aligned line by line). Files that cannot be
         aligned are a user error, never a silent "every row missing"."""
         self._by_id, self.aligned_by = [], []
         orig_ids = bool(records) and all(isinstance(r.meta.get("id"), str) for r in records)
-        for name, ds in zip(rules.VARIANT_NAMES[1:], self.variant_datasets):
-            what = f"{ds.path} ({rules.LABELS[name]} file)"
+        for _, ds, what in self._variant_files():
             if orig_ids and ds.records and all(isinstance(r.meta.get("id"), str) for r in ds.records):
                 by: dict[str, Record] = {}
                 for r in ds.records:
@@ -112,9 +116,9 @@ class SelectStep:
     def _check_keys(self, records: list[Record]) -> None:
         """Every score key the run filters or ranks on must be numeric in at least one row; else the run would
         drop every row for a typo or an unscored file."""
-        scored = [s for s in (_score(r) for r in records) if s]
         if not records:
             return
+        scored = [s for s in (_score(r) for r in records) if s]
         if not scored:
             raise UserError("the input has no reflectkit.score on any row: run `reflectkit score` on it first")
         keys = [w.key for w in self.wheres] + ([self.cfg.key] if self.cfg.method == "cherry" else [])
@@ -123,9 +127,9 @@ class SelectStep:
                 avail = sorted(set().union(*(rules.numeric_keys(s) for s in scored)))
                 raise UserError(f"score key {k!r} is not a number in any row of the input; numeric keys: "
                                 f"{', '.join(avail) or '(none)'}")
-        for name, ds in zip(rules.VARIANT_NAMES[1:], self.variant_datasets):
+        for _, ds, what in self._variant_files():
             if ds.records and not any(_score(r) for r in ds.records):
-                raise UserError(f"{ds.path} ({rules.LABELS[name]} file) has no reflectkit.score on any row: "
+                raise UserError(f"{what} has no reflectkit.score on any row: "
                                 "run `reflectkit score` on it first")
 
     # ------------------------------------------------------------------ decisions
