@@ -3,6 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# llama.cpp is compiled once into a wheel kept outside the checkout. It is built for AVX2 without AMX: a
+# -march=native build segfaults in llama_decode on Sapphire Rapids machines whose sandbox does not grant AMX tiles,
+# and pip's own wheel cache would hand that broken native wheel back on every install.
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEELS  ?= $(HOME)/.cache/reflectkit-wheels/llama-$(LLAMA_VERSION)-avx2
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+                 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 .PHONY: demo test test-fast venv browser bench clean
 
@@ -11,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: this CPU build is on the machine's disk (a plain `torch` pulls a CUDA build).
 	$(PY) -m pip install --quiet torch==2.13.0
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) (AVX2, once; about 10 minutes on 2 cores)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
+	    llama-cpp-python==$(LLAMA_VERSION) -w $(LLAMA_WHEELS); }
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 

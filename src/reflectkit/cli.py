@@ -1,21 +1,26 @@
-"""The ``reflectkit`` command line: a thin typer app over the Python API.
+"""The ``reflectkit`` command line, generated from the step registry (:mod:`reflectkit.cli_steps`), plus the
+commands that are not steps (``run``, ``report``, ``cache``, ``steps``, the evaluation helpers).
 
-Each recipe package registers its own commands (``<package>/cli.py: register(app)``), so this file only wires
-them together and turns user errors into one clear line and exit code 2 (never a traceback).
+Every usage error (unknown option, missing argument, bad value) is one line on stderr and exit code 2; user
+errors are ``error: <message>`` and exit 2; never a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
-from reflectkit import cli_common as c
+from reflectkit import __version__
+from reflectkit import cli_steps as c
 from reflectkit.errors import UserError
+
+try:  # typer >= 0.20 vendors its own click; older typers use the click package
+    from typer._click import exceptions as click_exc  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="reflectkit",
@@ -25,18 +30,18 @@ app = typer.Typer(
     add_completion=False,
 )
 
-#: Packages that contribute commands. Each has ``cli.py`` with ``register(app)``.
-COMMAND_MODULES = (
-    "reflectkit.recycle.cli",
-    "reflectkit.scoring.cli",
-    "reflectkit.select.cli",
-    "reflectkit.decontam.cli",
+#: Modules contributing commands that are not registered steps (each has ``register(app)``).
+EXTRA_COMMANDS = (
     "reflectkit.evaluate.cli",
-    "reflectkit.synth.cli",
-    "reflectkit.train.cli",
     "reflectkit.pipeline.cli",
     "reflectkit.report.cli",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"reflectkit {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -45,14 +50,19 @@ def _global(
         Optional[Path],
         typer.Option("--cache-dir", envvar="REFLECTKIT_CACHE_DIR", help="Response cache directory (default ~/.cache/reflectkit)."),
     ] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     c.STATE["cache_dir"] = cache_dir
 
 
+@app.command("steps")
+def steps_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print every step's options as JSON schema.")] = False) -> None:
+    """List every registered step (built-in and from installed packages) with its options."""
+    print(c.steps_listing(as_json))
+
+
 cache_app = typer.Typer(help="Export, import and inspect the LLM response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-
-
 @cache_app.command("export")
 def cache_export(path: Annotated[Path, typer.Argument(help="File to write (.jsonl or .jsonl.gz).")]) -> None:
     """Export every cached response, so others can replay a run without oracle access."""
@@ -81,17 +91,21 @@ def cache_info() -> None:
 
 
 def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name or (exc.name and name.startswith(exc.name + ".")):
-                continue  # that part of reflectkit is not built yet
-            raise
-        module.register(app)
+    import importlib
+
+    c.register_steps(app)
+    for name in EXTRA_COMMANDS:
+        importlib.import_module(name).register(app)
 
 
 _register_all()
+
+
+def _one_line(exc: Exception) -> str:
+    msg = " ".join(str(getattr(exc, "format_message", lambda: str(exc))()).split())
+    ctx = getattr(exc, "ctx", None)
+    where = f"reflectkit {ctx.command_path.split(' ', 1)[1]}: " if ctx is not None and " " in ctx.command_path else ""
+    return f"{where}{msg} (see --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click_exc.NoArgsIsHelpError as exc:  # `reflectkit`, `reflectkit cache`: show the help
+        print(exc.ctx.get_help() if exc.ctx is not None else str(exc))
         code = 2
-    except click.exceptions.Abort:
+    except click_exc.UsageError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        code = 2
+    except click_exc.ClickException as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        code = exc.exit_code or 2
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         code = 130
     except KeyboardInterrupt:

@@ -8,17 +8,65 @@ The first load of a GGUF is converted once and saved as a normal HF model direct
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from reflectkit.errors import UserError
 
 DEFAULT_STUDENT = "embedded"
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_offline_lock = threading.Lock()
+_offline_depth = 0
+_offline_restore: list[Callable[[], None]] = []
+
+
+@contextmanager
+def hf_offline() -> Iterator[None]:
+    """Run the block with the Hugging Face libraries in offline mode (reflectkit never downloads a model).
+
+    Sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` where the user has not set them, and restores the
+    previous values when the block ends, so that importing or using this module leaves ``os.environ`` as it was.
+    ``huggingface_hub`` reads the variables once, when it is first imported; if it was imported earlier, its flag
+    is switched on for the block too (unless the user set either variable); if it is first imported inside the block,
+    it keeps the offline mode it read then. Nested and concurrent blocks (threads) are fine: the outermost one sets
+    and restores.
+    """
+    global _offline_depth
+    with _offline_lock:
+        if _offline_depth == 0:
+            _offline_restore.clear()
+            saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
+            for k in _OFFLINE_VARS:
+                os.environ.setdefault(k, "1")
+
+            def restore_env() -> None:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+            _offline_restore.append(restore_env)
+            hub = sys.modules.get("huggingface_hub.constants")
+            if hub is not None and hasattr(hub, "HF_HUB_OFFLINE") and all(v is None for v in saved.values()):
+                hub_saved = hub.HF_HUB_OFFLINE
+                hub.HF_HUB_OFFLINE = True
+                _offline_restore.append(lambda: setattr(hub, "HF_HUB_OFFLINE", hub_saved))
+        _offline_depth += 1
+    try:
+        yield
+    finally:
+        with _offline_lock:
+            _offline_depth -= 1
+            if _offline_depth == 0:
+                for undo in reversed(_offline_restore):
+                    undo()
+                _offline_restore.clear()
 
 
 @dataclass
@@ -79,7 +127,7 @@ def resolve_student(spec: str | None = None, *, cache_dir: Path | None = None) -
     sha = gguf_sha256(gguf, _cache_root(cache_dir).parent)
     out = _cache_root(cache_dir) / sha[:16]
     if not (out / "config.json").exists():
-        with _as_user_error(f"--student {spec}: cannot load GGUF {gguf}"):
+        with _as_user_error(f"--student {spec}: cannot load GGUF {gguf}"), hf_offline():
             _convert_gguf(gguf, out)
     return StudentInfo(spec, out, {"kind": "gguf", "path": str(gguf), "gguf_sha256": sha, "hf_dir": str(out)})
 
@@ -149,20 +197,22 @@ def pick_device(device: str | None = None) -> str:
 def load_student(spec: str | None = None, *, cache_dir: Path | None = None, device: str | None = None,
                  dtype: Any = None, adapter: str | Path | None = None) -> tuple[Any, Any, StudentInfo]:
     """Return (model, tokenizer, info). float32 on CPU, bf16/fp16 on a GPU. Optionally apply a PEFT adapter."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    with hf_offline():  # the first import of transformers/huggingface_hub reads the offline variables
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
     info = resolve_student(spec, cache_dir=cache_dir)
     dev = pick_device(device)
-    with _as_user_error(f"--student {info.spec}: cannot load the model in {info.hf_dir}"):
+    with _as_user_error(f"--student {info.spec}: cannot load the model in {info.hf_dir}"), hf_offline():
         tok = AutoTokenizer.from_pretrained(str(info.hf_dir))
         model = AutoModelForCausalLM.from_pretrained(str(info.hf_dir), dtype=dtype or default_dtype(dev))
     if adapter is not None:
-        from peft import PeftModel
+        with hf_offline():
+            from peft import PeftModel
 
-        with _as_user_error(f"adapter {adapter}: cannot load it onto {info.spec}"):
+        with _as_user_error(f"adapter {adapter}: cannot load it onto {info.spec}"), hf_offline():
             model = PeftModel.from_pretrained(model, str(adapter))
         info.identity["adapter"] = str(adapter)
     model.to(dev)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from decontam_inputs import make_inputs
 
 from reflectkit.decontam.api import decontaminate
 from reflectkit.decontam.judge import messages, parse_verdict
+from reflectkit.engine.ledger import Ledger
 from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams
 from reflectkit.llm.cache import CachedChatModel, ResponseCache
 from reflectkit.llm.factory import ModelSpec, build_chat_model
@@ -89,9 +89,9 @@ def test_judge_stage_resumes_after_failures_and_matches_an_uninterrupted_run(sha
     s1 = _run(d, tmp_path, CachedChatModel(flaky, None))  # no response cache: only the pair ledger can resume
     assert s1.failed > 0 and s1.exit_code == 1
     ledger_pairs = flaky.calls - 5
-    conn = sqlite3.connect(tmp_path / "run" / "judge_pairs.sqlite")
-    assert conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == ledger_pairs
-    conn.close()
+    ledger = Ledger(tmp_path / "run" / "ledger.sqlite")  # the judged pairs live in the run's own ledger
+    assert len(ledger.keyed("judge_pairs")) == ledger_pairs
+    ledger.close()
     s2 = _run(d, tmp_path, CachedChatModel(flaky, None))
     assert s2.failed == 0 and flaky.calls - 5 - ledger_pairs == 5  # only the failed pairs are asked again
     fresh_dir = tmp_path / "fresh"
@@ -101,6 +101,41 @@ def test_judge_stage_resumes_after_failures_and_matches_an_uninterrupted_run(sha
                        threshold=0.99, judge_min_similarity=0.0, run_dir=fresh_dir / "run", mark_only=True)
     assert (tmp_path / "out.jsonl").read_bytes() == (fresh_dir / "out.jsonl").read_bytes()
     assert s3.counts == s2.counts
+
+
+class Killed(Exception):
+    """Stands for the process dying mid-judging (not a request failure: nothing catches it)."""
+
+
+class CrashingJudge(ScriptedJudge):
+    def __init__(self, reply: str, crash_at: int) -> None:
+        super().__init__(reply)
+        self.crash_at = crash_at
+
+    async def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
+        if self.calls + 1 >= self.crash_at:
+            self.calls += 1
+            raise Killed("the process died")
+        return await super().chat(messages, params)
+
+
+@pytest.mark.slow
+def test_judge_stage_killed_mid_judging_resumes_without_asking_again(shared_data, tmp_path) -> None:
+    d = make_inputs(shared_data, tmp_path)
+    with pytest.raises(Killed):
+        _run(d, tmp_path, CachedChatModel(CrashingJudge("True", crash_at=6), None), concurrency=1)
+    ledger = Ledger(tmp_path / "run" / "ledger.sqlite")
+    assert len(ledger.keyed("judge_pairs")) == 5 and ledger.counts() == {}  # judged pairs kept, no row yet
+    ledger.close()
+    again = ScriptedJudge("True")
+    s = _run(d, tmp_path, CachedChatModel(again, None), concurrency=1)
+    assert s.failed == 0 and again.calls == s.per_benchmark["bench"]["judged_pairs"] - 5
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    decontaminate(d["train"], [str(d["bench"])], fresh / "out.jsonl", ngram=False, llm=True,
+                  judge_model=CachedChatModel(ScriptedJudge("True"), None), bench_mapping=d["bench_map"],
+                  threshold=0.99, judge_min_similarity=0.0, run_dir=fresh / "run", mark_only=True)
+    assert (tmp_path / "out.jsonl").read_bytes() == (fresh / "out.jsonl").read_bytes()
 
 
 @pytest.mark.slow

@@ -5,12 +5,12 @@ import json
 import pytest
 from conftest import run_cli
 
-from reflectkit.evaluate.generate import GenerateConfig, PromptBuilder
+from reflectkit.evaluate.generate import GenerateOptions, PromptBuilder
 from reflectkit.evalsets import load_evalset
 
 
 def test_kshot_prompt_is_lm_eval_format(shared_data):
-    b = PromptBuilder(GenerateConfig(evalset="gsm8k", shots=2))
+    b = PromptBuilder(GenerateOptions(shots=2), "gsm8k")
     item = load_evalset("gsm8k", limit=1)[0]
     train = load_evalset("gsm8k_train", limit=2)
     text = b.messages(item)[-1]["content"]
@@ -18,9 +18,9 @@ def test_kshot_prompt_is_lm_eval_format(shared_data):
                     f"Question: {train[1].question}\nAnswer: {train[1].answer}\n\n"
                     f"Question: {item.question}\nAnswer:")
     assert b.sampling().stop == ("Question:", "</s>", "<|im_end|>") and b.sampling().temperature == 0.0
-    zero = PromptBuilder(GenerateConfig(evalset="gsm8k")).messages(item)
+    zero = PromptBuilder(GenerateOptions(), "gsm8k").messages(item)
     assert zero == [{"role": "user", "content": f"Question: {item.question}\nAnswer:"}]
-    vic = PromptBuilder(GenerateConfig(evalset="vicuna", system="Be brief."))
+    vic = PromptBuilder(GenerateOptions(system="Be brief."), "vicuna")
     v = load_evalset("vicuna", limit=1)[0]
     assert vic.messages(v) == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": v.question}]
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 
 from reflectkit.errors import UserError
-from reflectkit.evaluate.models import resolve_model
+from reflectkit.llm.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +17,23 @@ def hf_dir(tmp_path_factory, gguf_path):
 
 
 def test_resolve_specs(tmp_path, gguf_path):
-    assert resolve_model(None).kind == "embedded" and resolve_model("embedded").model is None
-    assert resolve_model(str(gguf_path)).model == str(gguf_path)
-    ep = resolve_model("gpt-x", base_url="http://h/v1", api_key_env="MY_KEY")
+    assert ModelSpec().kind == "embedded" and ModelSpec(model="embedded").describe() == {"kind": "embedded", "embedded": True}
+    assert ModelSpec(model=str(gguf_path)).check("--").model == str(gguf_path)
+    ep = ModelSpec(model="gpt-x", base_url="http://h/v1", api_key_env="MY_KEY").check("--")
     assert (ep.kind, ep.model, ep.api_key_env) == ("openai-compatible", "gpt-x", "MY_KEY")
     train_out = tmp_path / "out"
     (train_out / "merged").mkdir(parents=True)
     (train_out / "merged" / "config.json").write_text("{}")
     (train_out / "manifest.json").write_text(json.dumps({"base_model_dir": "x"}))
-    spec = resolve_model(str(train_out))
-    assert spec.kind == "hf" and spec.hf_dir == train_out / "merged"
-    assert resolve_model(f"hf:{train_out / 'merged'}").hf_dir == train_out / "merged"
+    spec = ModelSpec(model=str(train_out)).check("--")
+    assert spec.kind == "hf" and spec.hf_dir() == train_out / "merged"
+    assert ModelSpec(model=f"hf:{train_out / 'merged'}").check("--").hf_dir() == train_out / "merged"
     with pytest.raises(UserError, match="no adapter_config.json"):
-        resolve_model(f"hf:{train_out / 'merged'}", adapter=tmp_path)
+        ModelSpec(model=f"hf:{train_out / 'merged'}", adapter=str(tmp_path)).check("--")
     with pytest.raises(UserError, match="not a Hugging Face model directory"):
-        resolve_model(str(tmp_path))
-    with pytest.raises(UserError, match="--prompt-format"):
-        resolve_model(None, prompt_format="vicuna")
+        ModelSpec(model=str(tmp_path)).check("--")
+    r = run_cli("generate", "gsm8k", "-o", str(tmp_path / "x.jsonl"), "--prompt-format", "vicuna")
+    assert r.returncode == 2 and "--prompt-format" in r.stderr
 
 
 @pytest.mark.slow

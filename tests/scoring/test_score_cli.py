@@ -66,17 +66,17 @@ def test_score_resumes_after_interruption_with_identical_output(tmp_path: Path, 
     real = ScoreStep.process_batch
     calls: list[int] = []
 
-    def dies_on_second_batch(self, recs):  # what a kill after the first ledger commit leaves behind
+    def dies_on_second_batch(self, recs, ctx):  # what a kill after the first ledger commit leaves behind
         calls.append(len(recs))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, recs)
+        return real(self, recs, ctx)
 
     monkeypatch.setattr(ScoreStep, "process_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         score(src, tmp_path / "resumed.jsonl", student=str(student_dir), run_dir=tmp_path / "res", batch_size=2, coherence=False)
     assert not (tmp_path / "resumed.jsonl").exists()
-    monkeypatch.setattr(ScoreStep, "process_batch", lambda self, recs: (calls.append(len(recs)), real(self, recs))[1])
+    monkeypatch.setattr(ScoreStep, "process_batch", lambda self, recs, ctx: (calls.append(len(recs)), real(self, recs, ctx))[1])
     resumed = score(src, tmp_path / "resumed.jsonl", student=str(student_dir), run_dir=tmp_path / "res", batch_size=2,
                     coherence=False)
     assert calls == [2, 2, 2]  # the resumed run scored only the second batch

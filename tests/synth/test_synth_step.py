@@ -18,7 +18,7 @@ from reflectkit.data.io import read_dataset
 from reflectkit.engine.run import run_step
 from reflectkit.llm.base import ChatResult, Message, SamplingParams
 from reflectkit.llm.cache import CachedChatModel, ResponseCache
-from reflectkit.synth.step import SynthConfig, SynthStep
+from reflectkit.synth.step import SynthOptions, SynthStep
 
 
 class ScriptedModel:
@@ -71,8 +71,9 @@ SCRIPT = {
 
 def _run(tmp_path: Path, cache: ResponseCache, model: ScriptedModel, keep: bool, run_dir: str) -> Any:
     ds = read_dataset(_data(tmp_path), mapping={"instruction": "question"}, require_output=False)
-    step = SynthStep(CachedChatModel(model, cache), SynthConfig(answer_field="answer", max_attempts=3, keep_unverified=keep))
-    return run_step(step, ds, output=tmp_path / f"{run_dir}.jsonl", run_dir=tmp_path / run_dir, progress=False)
+    step = SynthStep(SynthOptions(answer_field="answer", max_attempts=3, keep_unverified=keep))
+    return run_step(step, ds, output=tmp_path / f"{run_dir}.jsonl", run_dir=tmp_path / run_dir, progress=False,
+                    clients={"oracle": CachedChatModel(model, cache)})
 
 
 def test_retries_verification_and_stats(tmp_path: Path) -> None:
@@ -110,9 +111,9 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     from reflectkit.errors import UserError
 
     with pytest.raises(UserError, match="--format"):
-        SynthConfig(format="xml").validate()  # type: ignore[arg-type]
+        SynthOptions(format="xml")
     with pytest.raises(UserError, match="--temperature"):
-        SynthConfig(temperature=0.0, max_attempts=2).validate()
+        SynthOptions(temperature=0.0, max_attempts=2)
 
 
 @pytest.mark.slow

@@ -22,6 +22,10 @@ from reflectkit.errors import UserError
 
 SHAPES = ("alpaca", "messages", "sharegpt")
 CANONICAL_FIELDS = ("instruction", "input", "output", "messages", "conversations", "system")
+# What ``--map`` accepts: the record fields, ``answer`` (kept in ``Record.extra["answer"]``, read by eval sets and
+# the GSM8K tools), and ``question`` / ``id`` (the question and row-id columns of a user eval set, read by
+# :func:`reflectkit.evalsets.load_evalset`; ``generate my.jsonl --map question=q,answer=a,id=uid``).
+MAPPABLE_FIELDS = CANONICAL_FIELDS + ("answer", "question", "id")
 _USER_ROLES = {"user", "human"}
 _ASSISTANT_ROLES = {"assistant", "gpt", "bot", "model", "chatgpt"}
 
@@ -75,10 +79,8 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
         if "=" not in part:
             raise UserError(f"--map: expected FIELD=COLUMN pairs separated by commas, got {part!r}")
         key, col = (s.strip() for s in part.split("=", 1))
-        if key not in CANONICAL_FIELDS and key not in ("answer", "id", "reference"):
-            raise UserError(
-                f"--map: unknown field {key!r}; mappable fields are: {', '.join(CANONICAL_FIELDS + ('answer',))}"
-            )
+        if key not in MAPPABLE_FIELDS:
+            raise UserError(f"--map: unknown field {key!r}; mappable fields are: {', '.join(MAPPABLE_FIELDS)}")
         if not col:
             raise UserError(f"--map: empty column name for {key!r}")
         mapping[key] = col
@@ -88,24 +90,48 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _detect_file_format(path: Path, head: bytes) -> str:
+_NOT_PARSED: Any = object()  # "the whole file was not parsed as one JSON document"
+
+
+def _detect_file_format(path: Path, data: bytes) -> tuple[str, Any]:
+    """Return ``(file format, parsed JSON document or _NOT_PARSED)``.
+
+    Parquet and CSV/TSV are told by the name. For the JSON family the content decides:
+
+    * the whole file parses as one JSON array -> ``json``;
+    * the whole file parses as one JSON object -> ``json`` (so ``{"data": [...]}`` wrappers are unwrapped), except a
+      one-line object in a ``.jsonl``/``.ndjson`` file, which is a one-row JSONL file;
+    * otherwise, a ``.jsonl``/``.ndjson`` name, or a first non-blank line that is valid JSON on its own -> ``jsonl``
+      (one object per line; a malformed later line is reported, or skipped, as a bad row);
+    * otherwise -> ``json``, whose parse error then names the file and the line.
+    """
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        return "parquet"
+        return "parquet", _NOT_PARSED
     if suffix in (".csv", ".tsv"):
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    stripped = head.lstrip()
-    if stripped.startswith(b"["):
-        return "json"
-    if stripped.startswith(b"{"):
-        return "jsonl"
-    if suffix == ".json":
-        return "json"
-    raise UserError(
-        f"{path}: cannot tell the file format from the name; use .jsonl, .json, .parquet or .csv"
-    )
+        return "csv", _NOT_PARSED
+    jsonl_name = suffix in (".jsonl", ".ndjson")
+    text = _decode(path, data)
+    stripped = text.strip()
+    if not jsonl_name and suffix != ".json" and not stripped.startswith(("{", "[")):
+        raise UserError(
+            f"{path}: cannot tell the file format from the name; use .jsonl, .json, .parquet or .csv"
+        )
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = _NOT_PARSED
+    if doc is not _NOT_PARSED:
+        one_row_jsonl = jsonl_name and not isinstance(doc, list) and "\n" not in stripped
+        return ("jsonl", _NOT_PARSED) if one_row_jsonl else ("json", doc)
+    if jsonl_name:
+        return "jsonl", _NOT_PARSED
+    first_line = stripped.split("\n", 1)[0]
+    try:
+        json.loads(first_line)
+    except json.JSONDecodeError:
+        return "json", _NOT_PARSED
+    return "jsonl", _NOT_PARSED
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -116,8 +142,11 @@ def _decode(path: Path, data: bytes) -> str:
         raise UserError(f"{path}:{line}: file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
-def _iter_raw_rows(path: Path, fmt: str, data: bytes) -> Iterator[tuple[str, Any]]:
-    """Yield (location, raw row) pairs. Raises UserError for file-level problems."""
+def _iter_raw_rows(path: Path, fmt: str, data: bytes, parsed: Any = _NOT_PARSED) -> Iterator[tuple[str, Any]]:
+    """Yield (location, raw row) pairs. Raises UserError for file-level problems.
+
+    ``parsed`` is the already-parsed JSON document for ``fmt == "json"`` (from :func:`_detect_file_format`).
+    """
     if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
@@ -137,10 +166,13 @@ def _iter_raw_rows(path: Path, fmt: str, data: bytes) -> Iterator[tuple[str, Any
     if not text.strip():
         raise UserError(f"{path}: file is empty")
     if fmt == "json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}, column {exc.colno})") from None
+        if parsed is not _NOT_PARSED:
+            obj = parsed
+        else:
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}, column {exc.colno})") from None
         if isinstance(obj, dict):
             for key in ("data", "rows", "examples"):
                 if isinstance(obj.get(key), list):
@@ -313,13 +345,13 @@ def read_dataset(
         raise UserError(f"{p}: cannot read file ({exc.strerror})") from None
     if not data.strip():
         raise UserError(f"{p}: file is empty")
-    fmt = _detect_file_format(p, data[:4096])
+    fmt, parsed = _detect_file_format(p, data)
     sha = hashlib.sha256(data).hexdigest()
     records: list[Record] = []
     bad: list[BadRow] = []
     shape = format
     index = 0
-    for where, raw in _iter_raw_rows(p, fmt, data):
+    for where, raw in _iter_raw_rows(p, fmt, data, parsed):
         try:
             if isinstance(raw, _Malformed):
                 raise _RowError(raw.reason)

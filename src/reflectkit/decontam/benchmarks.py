@@ -76,8 +76,7 @@ def load_benchmark(name_or_path: str, *, data_dir: str | Path | None = None,
     else:
         path = Path(name)
         label = path.stem
-        if not path.exists() and "/" not in name and "." not in name:
-            raise UserError(f"unknown benchmark {name!r}; available: {', '.join(BUILTIN)}, all (or give a file path)")
+        check_name(name)
     if path.exists() and path.is_file() and not path.read_bytes().strip():
         raise UserError(f"{path}: benchmark file is empty")
     raw_items = load_evalset(name, data=data_dir, mapping=mapping if name not in BUILTIN else None)
@@ -106,3 +105,41 @@ def load_benchmarks(against: list[str], *, data_dir: str | Path | None = None,
             raise UserError(f"two benchmarks are both called {b.name!r}; rename one of the files")
         seen.add(b.name)
     return benches
+
+
+#: The benchmark fields ``--bench-map`` can rename.
+BENCH_FIELDS = ("question", "input", "answer", "id")
+
+
+def parse_bench_map(spec: str | None) -> dict[str, str]:
+    """``--bench-map question=prompt,answer=solution`` (fields: question, input, answer, id)."""
+    out: dict[str, str] = {}
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, col = (s.strip() for s in part.partition("="))
+        if not sep or not col:
+            raise UserError(f"--bench-map: expected FIELD=COLUMN pairs separated by commas, got {part!r}")
+        if key not in BENCH_FIELDS:
+            raise UserError(f"--bench-map: unknown field {key!r}; mappable fields are {', '.join(BENCH_FIELDS)}")
+        out[key] = col
+    return out
+
+
+def format_bench_map(mapping: dict[str, str] | None) -> str | None:
+    """The inverse of :func:`parse_bench_map` (a Python/YAML mapping -> the ``--bench-map`` string)."""
+    if not mapping:
+        return None
+    return ",".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def looks_like_path(name: str) -> bool:
+    """A benchmark given as a file (resolved against a pipeline file's directory) rather than a built-in name."""
+    return "/" in name or name.endswith((".json", ".jsonl", ".csv", ".parquet"))
+
+
+def check_name(name: str) -> None:
+    """The part of :func:`load_benchmark`'s checks that needs no file: an unknown built-in name."""
+    if name not in BUILTIN and not Path(name).exists() and "/" not in name and "." not in name:
+        raise UserError(f"unknown benchmark {name!r}; available: {', '.join(BUILTIN)}, all (or give a file path)")

@@ -5,20 +5,17 @@ Verdicts are ``True``, ``False`` or ``unknown``. Upstream accepts only a reply t
 leniently (case, surrounding quotes/punctuation, a leading ``True``/``False`` word) but a reply that says
 neither, or both, is ``unknown``: it is never counted as clean by default (``--unknown-as``).
 
-Resume: each judged pair is stored in ``judge_pairs.sqlite`` in the run directory (keyed by model, prompt
+Resume: each judged pair is stored in the run ledger's keyed table ``judge_pairs`` (keyed by model, prompt
 version, variant and both texts), and every call also goes through the response cache.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol
 
 from reflectkit.errors import UserError
 from reflectkit.llm.base import Message, RequestFailed, SamplingParams
@@ -83,61 +80,47 @@ class Judgement:
     reason: str | None = None
 
 
-class PairLedger:
-    """Finished judgements, one SQLite row per pair, committed as each pair finishes."""
+class PairStore(Protocol):
+    """Where finished judgements are kept: the run ledger's keyed table (``ctx.store("judge_pairs")``)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=60)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS pairs (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, raw TEXT NOT NULL)")
-        except sqlite3.Error as exc:
-            raise UserError(f"{path}: judge ledger is not usable ({exc}); use another --run-dir") from None
+    def get(self, key: str) -> Any: ...
 
-    def get(self, key: str) -> Judgement | None:
-        row = self._conn.execute("SELECT verdict, raw FROM pairs WHERE key=?", (key,)).fetchone()
-        return Judgement(row[0], row[1]) if row else None
-
-    def put(self, key: str, j: Judgement) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO pairs VALUES (?,?,?)", (key, j.verdict, j.raw))
-
-    def __len__(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0])
-
-    def close(self) -> None:
-        self._conn.close()
+    def put(self, key: str, value: Any) -> None: ...
 
 
-async def judge_pairs(model: CachedChatModel, prompts: PromptSet, pairs: list[Pair], ledger: PairLedger | None,
-                      *, concurrency: int = 8) -> dict[str, Judgement]:
-    """Judge every pair not yet in the ledger; returns {pair key: judgement} for all pairs.
+MapConcurrent = Callable[[Callable[[Any], Awaitable[Any]], Iterable[Any]], Awaitable[list[Any]]]
 
-    A request that fails after retries gives verdict ``failed`` (not stored, so a re-run retries it).
+
+async def judge_pairs(model: CachedChatModel, prompts: PromptSet, pairs: list[Pair], store: PairStore | None,
+                      map_concurrent: MapConcurrent) -> dict[str, Judgement]:
+    """Judge every pair not yet in ``store``; returns {pair key: judgement} for all pairs.
+
+    Each judgement is stored as soon as it arrives, so a run killed mid-judging resumes without asking the judge
+    again for the pairs it already answered. A request that fails after retries gives verdict ``failed`` (not
+    stored, so a re-run retries it). ``map_concurrent`` is the run's (``ctx.map_concurrent``).
     """
     ident, version = model.cache_identity, prompts.version
     out: dict[str, Judgement] = {}
     todo: dict[str, Pair] = {}
     for p in pairs:
         k = p.key(ident, version)
-        done = ledger.get(k) if ledger is not None else None
+        done = store.get(k) if store is not None else None
         if done is not None:
-            out[k] = done
+            out[k] = Judgement(done["verdict"], done["raw"])
         elif k not in todo:
             todo[k] = p
-    sem = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(k: str, p: Pair) -> None:
-        async with sem:
-            try:
-                res = await model.chat(messages(prompts, p.variant, p.test, p.train), SAMPLING, prompt_version=version)
-            except RequestFailed as exc:
-                out[k] = Judgement("failed", "", str(exc))
-                return
+    async def one(item: tuple[str, Pair]) -> None:
+        k, p = item
+        try:
+            res = await model.chat(messages(prompts, p.variant, p.test, p.train), SAMPLING, prompt_version=version)
+        except RequestFailed as exc:
+            out[k] = Judgement("failed", "", str(exc))
+            return
         j = Judgement(parse_verdict(res.text), res.text)
-        if ledger is not None:  # (an empty ledger is falsy: it has __len__)
-            ledger.put(k, j)
+        if store is not None:
+            store.put(k, {"verdict": j.verdict, "raw": j.raw})
         out[k] = j
 
-    await asyncio.gather(*(one(k, p) for k, p in todo.items()))
+    await map_concurrent(one, list(todo.items()))
     return out

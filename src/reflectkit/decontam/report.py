@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from reflectkit.data.io import _atomic_write_bytes, dumps_jsonl
 from reflectkit.data.record import Record
-from reflectkit.engine.ledger import Ledger
+from reflectkit.engine.step import RowResult
 
 if TYPE_CHECKING:
     from reflectkit.decontam.step import DecontamStep
@@ -20,9 +20,10 @@ def _snip(text: str) -> str:
     return text if len(text) <= SNIPPET else text[:SNIPPET] + "..."
 
 
-def write_reports(prefix: Path, records: list[Record], ledger: Ledger, step: "DecontamStep") -> dict[str, Any]:
-    """Write both files from the ledger (so a resumed run reports every row); return the stats for the manifest."""
-    by_index = {r.index: r for r in records}
+def write_reports(prefix: Path, results: Iterable[tuple[Record, RowResult]], step: "DecontamStep", *,
+                  ngram_too_short: int | None = None, judge_identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write both files from the run's results (the ledger, so a resumed run reports every row); return the stats
+    for the manifest."""
     items = {(it.benchmark, it.index): it for it in step.items}
     lines: list[dict[str, Any]] = []
     status_counts: Counter[str] = Counter()
@@ -31,9 +32,10 @@ def write_reports(prefix: Path, records: list[Record], ledger: Ledger, step: "De
                  "rows_flagged": set(), "by_detector": Counter(), "unknown_verdicts": 0, "judged_pairs": 0}
         for b in step.benchmarks
     }
-    for idx, rid, status, res in ledger.iter_results():
+    for rec, res in results:
+        idx, rid, status = rec.index, rec.id, res.status
         status_counts[status] += 1
-        rk = res.get("rk") or {}
+        rk = res.rk or {}
         matches = rk.get("matches") or []
         for m in matches:
             pb = per_bench[m["benchmark"]]
@@ -47,13 +49,12 @@ def write_reports(prefix: Path, records: list[Record], ledger: Ledger, step: "De
                     pb["by_detector"][d] += 1
         if status == "clean" and not matches:
             continue
-        rec = by_index.get(idx)
         out_matches = []
         for m in matches:
             it = items.get((m["benchmark"], m["item_index"]))
             out_matches.append({**m, "benchmark_text": _snip(it.question) if it else None})
-        lines.append({"row": idx, "id": rid, "status": status, "reason": res.get("reason"),
-                      "detectors": rk.get("detectors", []), "train_text": _snip(rec.instruction) if rec else None,
+        lines.append({"row": idx, "id": rid, "status": status, "reason": res.reason,
+                      "detectors": rk.get("detectors", []), "train_text": _snip(rec.instruction),
                       "matches": out_matches})
     jsonl_path = Path(str(prefix) + ".jsonl")
     md_path = Path(str(prefix) + ".md")
@@ -68,20 +69,21 @@ def write_reports(prefix: Path, records: list[Record], ledger: Ledger, step: "De
         "rows": sum(status_counts.values()),
         "status_counts": dict(sorted(status_counts.items())),
         "per_benchmark": bench_stats,
-        "threshold": step.cfg.threshold if step.cfg.embedding else None,
-        "ngram_n": step.cfg.ngram_n if step.cfg.ngram else None,
-        "ngram_benchmark_texts_too_short": step._ngram_too_short if step.cfg.ngram else None,
-        "compared_fields": step.config()["compared_fields"],
-        "unknown_as": step.cfg.unknown_as,
+        "threshold": step.options.threshold if step.options.embedding else None,
+        "ngram_n": step.options.ngram_n if step.options.ngram else None,
+        "ngram_benchmark_texts_too_short": ngram_too_short if step.options.ngram else None,
+        "compared_fields": step.compared_fields(),
+        "unknown_as": step.options.unknown_as,
         "report_jsonl": str(jsonl_path),
         "report_md": str(md_path),
     }
-    _atomic_write_bytes(md_path, _markdown(stats, step, lines).encode("utf-8"))
+    _atomic_write_bytes(md_path, _markdown(stats, step, lines, judge_identity or {}).encode("utf-8"))
     return stats
 
 
-def _markdown(stats: dict[str, Any], step: "DecontamStep", lines: list[dict[str, Any]]) -> str:
-    cfg = step.cfg
+def _markdown(stats: dict[str, Any], step: "DecontamStep", lines: list[dict[str, Any]],
+              ident: dict[str, Any]) -> str:
+    cfg = step.options
     det = [d for d in ("ngram", "embedding", "llm") if getattr(cfg, d)]
     out = ["# Contamination report", ""]
     sc = stats["status_counts"]
@@ -96,7 +98,6 @@ def _markdown(stats: dict[str, Any], step: "DecontamStep", lines: list[dict[str,
         out.append(f"- embedding: all-MiniLM-L6-v2, cosine ≥ {cfg.threshold} (each row's nearest benchmark item, and "
                    f"each benchmark item's top-{cfg.top_k} rows).")
     if cfg.llm:
-        ident = step.judge.identity if step.judge is not None else {}
         out.append(f"- LLM judge: {ident.get('model', ident)}, prompt set `{cfg.prompt_set}` ({cfg.judge_prompt}), "
                    f"top-{cfg.top_k} pairs with cosine ≥ {cfg.judge_min_similarity}; unknown verdicts count as "
                    f"**{cfg.unknown_as}**.")

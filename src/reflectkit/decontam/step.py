@@ -1,5 +1,6 @@
-"""The decontamination Step: detectors run once over the whole dataset in ``prepare``; rows get their verdicts in
-``process_batch``; ``finalize`` writes the contamination report.
+"""The decontamination step (``reflectkit decontaminate``), a :class:`~reflectkit.engine.step.DatasetStep`: the
+detectors run once over the whole dataset in ``plan``; rows get their verdicts in ``process_batch``; ``finish``
+writes the contamination report.
 
 Fields compared (also written into the report):
 
@@ -10,6 +11,9 @@ Fields compared (also written into the report):
 A row is ``contaminated`` when any enabled detector flags one of its pairs (the union); ``clean`` otherwise;
 ``unchecked`` when it has no words in the compared fields; ``failed`` when one of its judge calls failed
 (retried on re-run; the row is left out of the output meanwhile if another detector flagged it).
+
+The LLM judge's candidate pairs are resumable work that is not one row: each judgement is kept in the run
+ledger's keyed table ``judge_pairs`` as it arrives, so a killed run never asks the judge twice for a pair.
 """
 
 from __future__ import annotations
@@ -17,22 +21,23 @@ from __future__ import annotations
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
+from pydantic import field_validator, model_validator
 
 from reflectkit.data.record import Record
-from reflectkit.decontam.benchmarks import BenchItem, Benchmark
-from reflectkit.decontam.judge import Judgement, Pair, PairLedger, judge_pairs, variant_for
-from reflectkit.decontam.ngram import NgramIndex
-from reflectkit.decontam.report import write_reports
-from reflectkit.decontam.search import SearchState
-from reflectkit.engine.ledger import Ledger
-from reflectkit.engine.step import FAILED, RowResult
+from reflectkit.decontam.benchmarks import (BenchItem, Benchmark, check_name, expand_names, format_bench_map,
+                                            load_benchmarks, looks_like_path, parse_bench_map)
+from reflectkit.decontam.judge import VARIANTS, Judgement, Pair, judge_pairs, variant_for
+from reflectkit.engine.step import (FAILED, DatasetStep, ModelRole, ResultReader, RowResult, RunContext, StageRefs,
+                                    StepOptions, option)
 from reflectkit.errors import UserError
-from reflectkit.llm.cache import CachedChatModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reflectkit.decontam.search import SearchState
+    from reflectkit.prompts import PromptSet
 
 CLEAN, CONTAMINATED, UNCHECKED = "clean", "contaminated", "unchecked"
 #: Calibrated on a held-out split (GSM8K *train*, never the test set scored in benchmarks/RESULTS.md): the cosine
@@ -43,6 +48,8 @@ DEFAULT_THRESHOLD = 0.86
 #: calibration: the largest value that keeps every held-out positive.
 DEFAULT_JUDGE_MIN_SIMILARITY = 0.7
 MAX_MATCHES_PER_ROW = 20
+EMBED_BATCH_SIZE = 64
+CHUNK_ROWS = 8192
 _HAS_WORD = re.compile(r"[^\W_]")
 
 COMPARED_FIELDS = {
@@ -52,112 +59,205 @@ COMPARED_FIELDS = {
 }
 
 
-@dataclass
-class DecontamConfig:
-    ngram: bool = True
-    ngram_n: int = 13
-    ngram_min_words: int = 8
-    embedding: bool = True
-    llm: bool = False
-    top_k: int = 1
-    threshold: float = DEFAULT_THRESHOLD
-    judge_min_similarity: float = DEFAULT_JUDGE_MIN_SIMILARITY
-    judge_prompt: str = "auto"
-    prompt_set: str = "paper"
-    unknown_as: Literal["contaminated", "clean"] = "contaminated"
-    mark_only: bool = False
+class DecontamOptions(StepOptions):
+    against: list[str] = option(
+        ..., "Benchmark: gsm8k, ifeval, vicuna, koala, wizardlm, sinstruct, lima, all, or a file (repeat, "
+             "comma-separate, or list several after the input).", min_length=1)
+    ngram: bool = option(True, "Word n-gram overlap detector.")
+    ngram_n: int = option(13, "n for the n-gram detector.", ge=1)
+    ngram_min_words: int = option(8, "Benchmark texts shorter than n but with at least this many words count as one "
+                                     "n-gram; shorter ones are too short to check by overlap.", ge=1)
+    embedding: bool = option(True, "all-MiniLM-L6-v2 cosine detector.")
+    llm: bool = option(False, "LLM judge on the embedding stage's candidate pairs.")
+    top_k: int = option(1, "Candidate training rows per benchmark item.", ge=1)
+    threshold: float = option(DEFAULT_THRESHOLD, "Cosine threshold of the embedding detector (calibrated on "
+                                                 "held-out data).", ge=-1, le=1)
+    judge_min_similarity: float = option(DEFAULT_JUDGE_MIN_SIMILARITY, "Only pairs at or above this cosine go to "
+                                                                       "the judge.", ge=-1, le=1)
+    judge_prompt: str = option("auto", "auto (math for gsm8k, knowledge otherwise), "
+                                       + ", ".join(VARIANTS[:-1]) + f" or {VARIANTS[-1]}.")
+    prompt_set: str = option("paper", "Judge prompt set: 'paper' (LLM Decontaminator, verbatim) or a directory.")
+    unknown_as: Literal["contaminated", "clean"] = option(
+        "contaminated", "How an unparsable judge verdict counts: contaminated or clean.")
+    mark_only: bool = option(False, "Keep flagged rows, marked in reflectkit.decontam, instead of removing them.")
+    bench_map: str | None = option(None, "Fields of benchmark files, e.g. question=prompt,answer=solution "
+                                         "(fields: question, input, answer, id).")
+    data_dir: Path | None = option(None, "Shared data directory with the built-in benchmarks.", fingerprint=False)
+    report: Path | None = option(None, "Path prefix of the contamination report (<prefix>.jsonl and .md). Default: "
+                                       "beside the output as <stem>.contamination.*, else in the run directory.",
+                                 fingerprint=False)
 
-    def validate(self) -> None:
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_against(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        against = data.get("against")
+        against = [against] if isinstance(against, (str, Path)) else list(against or [])
+        against = [str(a) for a in against]
+        if not any(str(a).strip() for a in against):
+            raise UserError("decontaminate needs --against BENCH (e.g. --against gsm8k ifeval, or --against all)")
+        data["against"] = against
+        return data
+
+    @field_validator("against")
+    @classmethod
+    def _known_benchmarks(cls, v: list[str]) -> list[str]:
+        names = expand_names(v)
+        for n in names:
+            check_name(n)
+        return names
+
+    @field_validator("judge_prompt")
+    @classmethod
+    def _known_variant(cls, v: str) -> str:
+        variant_for("", v)  # UserError naming the variants
+        return v
+
+    @field_validator("unknown_as", mode="before")
+    @classmethod
+    def _unknown_as(cls, v: Any) -> Any:
+        if v not in ("contaminated", "clean"):
+            raise UserError(f"--unknown-as must be contaminated or clean, got {v!r}")
+        return v
+
+    @field_validator("bench_map", mode="before")
+    @classmethod
+    def _bench_map(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # YAML / Python: a mapping is fine too
+            v = format_bench_map({str(k): str(c) for k, c in v.items()})
+        if v is not None:
+            parse_bench_map(str(v))  # UserError naming the problem
+        return v
+
+    @model_validator(mode="after")
+    def _detectors(self) -> "DecontamOptions":
         if not (self.ngram or self.embedding or self.llm):
             raise UserError("all detectors are off; enable at least one of --ngram, --embedding, --llm")
-        if self.ngram_n < 1:
-            raise UserError(f"--ngram-n must be >= 1, got {self.ngram_n}")
-        if self.top_k < 1:
-            raise UserError(f"--top-k must be >= 1, got {self.top_k}")
-        if not -1.0 <= self.threshold <= 1.0:
-            raise UserError(f"--threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if self.unknown_as not in ("contaminated", "clean"):
-            raise UserError(f"--unknown-as must be contaminated or clean, got {self.unknown_as!r}")
         if self.llm and not self.embedding:
             raise UserError("--llm judges the embedding stage's candidate pairs; it needs --embedding")
+        return self
+
+    @property
+    def bench_mapping(self) -> dict[str, str]:
+        return parse_bench_map(self.bench_map)
+
+
+def report_prefix(output: Path) -> Path:
+    """``clean.jsonl`` -> ``clean.contamination`` (the report is ``clean.contamination.jsonl`` / ``.md``)."""
+    return output.with_name(output.stem + ".contamination")
 
 
 def _question(rec: Record) -> str:
     return f"{rec.instruction}\n{rec.input}" if rec.input else rec.instruction
 
 
-class DecontamStep:
-    name = "decontam"
-    batch_size = 4096
+class DecontamStep(DatasetStep[DecontamOptions]):
+    """Find and remove training rows that contain benchmark items (n-gram, embedding and LLM-judge detectors).
 
-    def __init__(self, benchmarks: list[Benchmark], cfg: DecontamConfig, *, judge: CachedChatModel | None = None,
-                 cache_dir: Path | None = None, report_prefix: Path | None = None, concurrency: int = 8,
-                 embed_batch_size: int = 64, chunk_rows: int = 8192, progress: bool = False) -> None:
-        cfg.validate()
-        if cfg.llm and judge is None:
-            raise UserError("--llm needs a judge model")
-        self.benchmarks = benchmarks
-        self.cfg = cfg
-        self.judge = judge
-        self.cache_dir = cache_dir
-        self.report_prefix = report_prefix
-        self.concurrency = concurrency
-        self.embed_batch_size = embed_batch_size
-        self.chunk_rows = chunk_rows
-        self.progress = progress
-        self.run_dir: Path | None = None  # set by the API before the run starts (judge ledger lives there)
-        self.items: list[BenchItem] = [it for b in benchmarks for it in b.items]
-        self.prompt_set = None
-        if cfg.llm:
-            from reflectkit.prompts import load_prompt_set
+    ``against``: built-in names (gsm8k, ifeval, vicuna, koala, wizardlm, sinstruct, lima, all) or benchmark
+    files (fields renamed with ``bench_map``). The report is written beside the output as
+    ``<stem>.contamination.jsonl`` / ``.md`` (or into the run directory).
+    """
 
-            self.prompt_set = load_prompt_set("decontam", cfg.prompt_set)
-            for b in benchmarks:
-                self.prompt_set[f"system_{variant_for(b.name, cfg.judge_prompt)}"]
-            self.prompt_set["user"]
-        self._analysis: dict[int, dict[int, dict[str, Any]]] = {}
-        self._unchecked: set[int] = set()
-        self._stats: dict[str, Any] = {}
-        self._ngram_too_short = 0
+    name: ClassVar[str] = "decontaminate"
+    output_key: ClassVar[str | None] = "decontam"
+    Options: ClassVar[type[StepOptions]] = DecontamOptions
+    model_roles: ClassVar[dict[str, ModelRole]] = {
+        "judge": ModelRole("chat", "The LLM judge (with --llm)", prefix="--judge-"),
+    }
+    code: ClassVar[tuple[str, ...]] = ("decontam", "prompts/decontam", "embed.py", "evalsets.py")
+    batch_size: ClassVar[int] = 4096
+    require_output: ClassVar[bool] = False
+    inputs: ClassVar[Literal["one", "many", "none"]] = "many"
+    input_help: ClassVar[str] = ("Training dataset (JSONL, JSON array, Parquet or CSV), then optionally more "
+                                 "benchmarks (so `--against gsm8k ifeval` works).")
 
-    # ------------------------------------------------------------------ Step protocol
-    def models(self) -> dict[str, CachedChatModel]:
-        return {"judge": self.judge} if (self.cfg.llm and self.judge is not None) else {}
+    @classmethod
+    def split_inputs(cls, inputs: list[str]) -> tuple[Any, dict[str, Any]]:
+        """``decontaminate TRAIN --against gsm8k ifeval``: positionals after the training file are benchmarks,
+        appended to ``--against``."""
+        if not inputs:
+            return None, {}
+        return inputs[0], ({"against": list(inputs[1:])} if len(inputs) > 1 else {})
+
+    def for_stage(self, refs: StageRefs, input: Any) -> tuple["DecontamStep", Any]:
+        """Benchmark files (and ``data_dir``) in a pipeline are relative to the pipeline file."""
+        o = self.options
+        update: dict[str, Any] = {"against": [refs.path(a) if looks_like_path(a) else a for a in o.against]}
+        if o.data_dir is not None and not o.data_dir.is_absolute():
+            update["data_dir"] = Path(refs.path(f"./{o.data_dir}"))  # "./": always a path to refs.path
+        return type(self)(o.model_copy(update=update), models=self.models), input
+
+    # ------------------------------------------------------------------ derived from the options
+    def active_roles(self) -> tuple[str, ...]:
+        return ("judge",) if self.options.llm else ()
+
+    def validate(self) -> None:
+        if self.options.llm:
+            self.prompt_set  # UserError for an unknown set, before any work
+
+    @cached_property
+    def benchmarks(self) -> list[Benchmark]:
+        o = self.options
+        return load_benchmarks(list(o.against), data_dir=o.data_dir, mapping=o.bench_mapping or None)
+
+    @cached_property
+    def items(self) -> list[BenchItem]:
+        return [it for b in self.benchmarks for it in b.items]
+
+    @cached_property
+    def prompt_set(self) -> "PromptSet | None":
+        if not self.options.llm:
+            return None
+        from reflectkit.prompts import load_prompt_set
+
+        ps = load_prompt_set("decontam", self.options.prompt_set)
+        ps["user"]  # a set without it: a UserError naming the missing prompt file
+        return ps
+
+    def compared_fields(self) -> dict[str, str]:
+        return {k: v for k, v in COMPARED_FIELDS.items() if getattr(self.options, k)}
 
     def config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = asdict(self.cfg)
+        cfg = self.options.fingerprint_dict()
+        cfg.pop("against")  # identified by content below (name, sha256, items), wherever the files are
         cfg["benchmarks"] = [{"name": b.name, "sha256": b.sha256, "items": len(b.items)} for b in self.benchmarks]
-        if self.cfg.embedding:
+        if self.options.embedding:
             from reflectkit.embed import model_identity
 
             cfg["embedder"] = model_identity()["weights_sha256_first_mib"]
         if self.prompt_set is not None:
             cfg["prompt_set_sha256"] = self.prompt_set.sha256
-        cfg["compared_fields"] = {k: v for k, v in COMPARED_FIELDS.items() if getattr(self.cfg, k)}
+        cfg["compared_fields"] = self.compared_fields()
         return cfg
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
         n_items = len(self.items)
+        o = self.options
         return {"rows": len(records), "benchmark_items": n_items,
-                "embeddings_to_compute_at_most": (len(records) + n_items) if self.cfg.embedding else 0,
-                "judge_calls_at_most": n_items * self.cfg.top_k if self.cfg.llm else 0}
+                "embeddings_to_compute_at_most": (len(records) + n_items) if o.embedding else 0,
+                "judge_calls_at_most": n_items * o.top_k if o.llm else 0}
 
-    def manifest_extra(self) -> dict[str, Any]:
-        return {"decontam": self._stats} if self._stats else {}
-
-    # ------------------------------------------------------------------ detectors
-    def _match(self, row: int, item: int) -> dict[str, Any]:
-        per_row = self._analysis.setdefault(row, {})
+    # ------------------------------------------------------------------ detectors (in plan)
+    @staticmethod
+    def _match(analysis: dict[int, dict[int, dict[str, Any]]], items: list[BenchItem], row: int,
+               item: int) -> dict[str, Any]:
+        per_row = analysis.setdefault(row, {})
         if item not in per_row:
-            it = self.items[item]
+            it = items[item]
             per_row[item] = {"benchmark": it.benchmark, "item_id": it.id, "item_index": it.index}
         return per_row[item]
 
-    def _run_ngram(self, records: list[Record]) -> None:
+    def _run_ngram(self, records: list[Record], ctx: RunContext) -> None:
+        from reflectkit.decontam.ngram import NgramIndex
+
+        analysis, items = ctx.state["analysis"], self.items
         texts: list[str] = []
         owners: list[int] = []
         fields: list[str] = []
-        for g, it in enumerate(self.items):
+        for g, it in enumerate(items):
             texts.append(it.question)
             owners.append(g)
             fields.append("question")
@@ -165,105 +265,111 @@ class DecontamStep:
                 texts.append(it.answer)
                 owners.append(g)
                 fields.append("answer")
-        idx = NgramIndex.build(texts, owners, n=self.cfg.ngram_n, min_words=self.cfg.ngram_min_words)
-        self._ngram_too_short = idx.too_short
-        for start in range(0, len(records), self.chunk_rows):
-            chunk = records[start : start + self.chunk_rows]
-            hits = idx.query([(r.instruction, r.input, r.output) for r in chunk])
-            for h in hits:
-                rec = chunk[h.row]
-                m = self._match(rec.index, h.item)
+        idx = NgramIndex.build(texts, owners, n=self.options.ngram_n, min_words=self.options.ngram_min_words)
+        ctx.state["ngram_too_short"] = idx.too_short
+        for start in range(0, len(records), CHUNK_ROWS):
+            chunk = records[start : start + CHUNK_ROWS]
+            for h in idx.query([(r.instruction, r.input, r.output) for r in chunk]):
+                m = self._match(analysis, items, chunk[h.row].index, h.item)
                 m["ngram"] = {"train_field": ("instruction", "input", "output")[h.field],
                               "benchmark_field": fields[h.source], "text": h.ngram}
 
-    def _run_embedding(self, records: list[Record]) -> tuple[SearchState, list[int]]:
+    def _run_embedding(self, records: list[Record], ctx: RunContext) -> "SearchState":
+        import numpy as np
+
+        from reflectkit.decontam.search import SearchState
         from reflectkit.embed import encode
 
-        bench = encode([it.question for it in self.items], cache_dir=self.cache_dir, batch_size=self.embed_batch_size)
-        st = SearchState(self.cfg.top_k, len(self.items))
-        for start in range(0, len(records), self.chunk_rows):
-            chunk = records[start : start + self.chunk_rows]
-            emb = encode([_question(r) for r in chunk], cache_dir=self.cache_dir, batch_size=self.embed_batch_size)
+        analysis, items = ctx.state["analysis"], self.items
+        bench = encode([it.question for it in items], cache_dir=ctx.cache_dir, batch_size=EMBED_BATCH_SIZE)
+        st = SearchState(self.options.top_k, len(items))
+        for start in range(0, len(records), CHUNK_ROWS):
+            chunk = records[start : start + CHUNK_ROWS]
+            emb = encode([_question(r) for r in chunk], cache_dir=ctx.cache_dir, batch_size=EMBED_BATCH_SIZE)
             st.add(bench, emb)
-            if self.progress:
+            if ctx.progress:
                 print(f"decontam: embedded {start + len(chunk)}/{len(records)} rows", file=sys.stderr)
         best_item, best_score = st.row_best()
-        thr = self.cfg.threshold
+        thr = self.options.threshold
         for pos in np.nonzero(best_score >= thr)[0].tolist():
-            self._match(records[pos].index, int(best_item[pos]))["similarity"] = round(float(best_score[pos]), 4)
-        for g in range(len(self.items)):
+            self._match(analysis, items, records[pos].index, int(best_item[pos]))["similarity"] = \
+                round(float(best_score[pos]), 4)
+        for g in range(len(items)):
             for s, r in zip(st.top_scores[g].tolist(), st.top_rows[g].tolist()):
                 if r >= 0 and s >= thr:
-                    self._match(records[r].index, g)["similarity"] = round(float(s), 4)
-        return st, [r.index for r in records]
+                    self._match(analysis, items, records[r].index, g)["similarity"] = round(float(s), 4)
+        return st
 
-    async def _run_judge(self, records: list[Record], st: SearchState) -> None:
-        assert self.judge is not None and self.prompt_set is not None
-        if self.run_dir is None:
-            raise AssertionError("DecontamStep.run_dir must be set before the run (the judge ledger lives there)")
+    async def _run_judge(self, records: list[Record], st: "SearchState", ctx: RunContext) -> None:
+        prompts = self.prompt_set
+        assert prompts is not None
+        judge = ctx.model("judge")
+        analysis, items, o = ctx.state["analysis"], self.items, self.options
         pairs: list[Pair] = []
-        for g, it in enumerate(self.items):
-            variant = variant_for(it.benchmark, self.cfg.judge_prompt)
+        for g, it in enumerate(items):
+            variant = variant_for(it.benchmark, o.judge_prompt)
+            prompts[f"system_{variant}"]  # a user prompt set without this variant: a UserError naming it
             for s, r in zip(st.top_scores[g].tolist(), st.top_rows[g].tolist()):
-                if r >= 0 and s >= self.cfg.judge_min_similarity:
+                if r >= 0 and s >= o.judge_min_similarity:
                     pairs.append(Pair(it.benchmark, g, r, it.question, _question(records[r]), variant, round(float(s), 4)))
-        if self.progress:
+        if ctx.progress:
             print(f"decontam: judging {len(pairs)} candidate pairs", file=sys.stderr)
-        ledger = PairLedger(self.run_dir / "judge_pairs.sqlite")
-        try:
-            results = await judge_pairs(self.judge, self.prompt_set, pairs, ledger, concurrency=self.concurrency)
-        finally:
-            ledger.close()
-        ident, version = self.judge.cache_identity, self.prompt_set.version
+        results = await judge_pairs(judge, prompts, pairs, ctx.store("judge_pairs"), ctx.map_concurrent)
+        ident, version = judge.cache_identity, prompts.version
         for p in pairs:
             j: Judgement = results[p.key(ident, version)]
-            m = self._match(records[p.row].index, p.item)
+            m = self._match(analysis, items, records[p.row].index, p.item)
             m["similarity"] = p.similarity
             m["verdict"] = j.verdict
             m["judge_prompt"] = p.variant
             m["judge_raw"] = j.raw if j.verdict != "failed" else None
             if j.reason:
                 m["judge_error"] = j.reason
-        self._stats["judged_pairs"] = len(pairs)
+        ctx.state["stats"]["judged_pairs"] = len(pairs)
 
-    async def prepare(self, records: list[Record]) -> None:
-        self._analysis.clear()
-        self._unchecked = {r.index for r in records
-                           if not any(_HAS_WORD.search(t) for t in (r.instruction, r.input, r.output))}
-        if len(self._unchecked) == len(records):
+    async def plan(self, records: list[Record], ctx: RunContext) -> None:
+        """Run the enabled detectors over every row (also on resume: the search is deterministic, embeddings are
+        cached and judged pairs come from the ledger) and keep each row's evidence in ``ctx.state``."""
+        ctx.state["analysis"] = {}
+        ctx.state["stats"] = {}
+        ctx.state["unchecked"] = {r.index for r in records
+                                  if not any(_HAS_WORD.search(t) for t in (r.instruction, r.input, r.output))}
+        if len(ctx.state["unchecked"]) == len(records):
             raise UserError("the training set has no text in the compared fields (instruction, input, output); "
                             "check --map / --format")
+        o = self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        if self.cfg.ngram:
-            self._run_ngram(records)
+        if o.ngram:
+            self._run_ngram(records, ctx)
             timings["ngram_s"] = round(time.perf_counter() - t0, 3)
-        if self.cfg.embedding:
+        if o.embedding:
             t1 = time.perf_counter()
-            st, _ = self._run_embedding(records)
+            st = self._run_embedding(records, ctx)
             timings["embedding_s"] = round(time.perf_counter() - t1, 3)
-            if self.cfg.llm:
+            if o.llm:
                 t2 = time.perf_counter()
-                await self._run_judge(records, st)
+                await self._run_judge(records, st, ctx)
                 timings["judge_s"] = round(time.perf_counter() - t2, 3)
-        self._stats["timings"] = timings
+        ctx.state["stats"]["timings"] = timings
 
     # ------------------------------------------------------------------ rows
     def _flagged_by(self, m: dict[str, Any]) -> list[str]:
+        o = self.options
         out = []
-        if self.cfg.ngram and m.get("ngram"):
+        if o.ngram and m.get("ngram"):
             out.append("ngram")
-        if self.cfg.embedding and m.get("similarity") is not None and m["similarity"] >= self.cfg.threshold:
+        if o.embedding and m.get("similarity") is not None and m["similarity"] >= o.threshold:
             out.append("embedding")
         v = m.get("verdict")
-        if v == "True" or (v == "unknown" and self.cfg.unknown_as == "contaminated"):
+        if v == "True" or (v == "unknown" and o.unknown_as == "contaminated"):
             out.append("llm")
         return out
 
-    def row_result(self, rec: Record) -> RowResult:
-        if rec.index in self._unchecked:
+    def row_result(self, rec: Record, ctx: RunContext) -> RowResult:
+        if rec.index in ctx.state["unchecked"]:
             return RowResult(UNCHECKED, "no words in the compared fields (instruction, input, output)")
-        per_row = self._analysis.get(rec.index, {})
+        per_row = ctx.state["analysis"].get(rec.index, {})
         matches = []
         for g in sorted(per_row):
             m = dict(per_row[g])
@@ -275,11 +381,12 @@ class DecontamStep:
         if matches:
             matches.sort(key=lambda m: (not m["flagged_by"], m["benchmark"], m["item_index"]))
             rk = {"detectors": detectors, "matches": matches[:MAX_MATCHES_PER_ROW], "matches_total": len(matches)}
+        mark_only = self.options.mark_only
         failed = [m for m in matches if m.get("verdict") == "failed"]
         if failed:  # evidence incomplete: retried on re-run; dropped meanwhile if another detector flagged the row
             return RowResult(FAILED, f"judge call failed for {failed[0]['benchmark']}:{failed[0]['item_id']}: "
                                      f"{failed[0].get('judge_error')}", rk=rk,
-                             drop=bool(flagged) and not self.cfg.mark_only)
+                             drop=bool(flagged) and not mark_only)
         if flagged:
             first = flagged[0]
             unknown = any(m.get("verdict") == "unknown" for m in flagged)
@@ -287,16 +394,62 @@ class DecontamStep:
                       f"(detectors: {', '.join(detectors)})")
             if unknown:
                 reason += "; includes a judge verdict 'unknown' counted as contaminated (--unknown-as contaminated)"
-            return RowResult(CONTAMINATED, reason, rk=rk, drop=not self.cfg.mark_only)
+            return RowResult(CONTAMINATED, reason, rk=rk, drop=not mark_only)
         unknown = [m for m in matches if m.get("verdict") == "unknown"]
         if unknown:
             return RowResult(CLEAN, f"judge verdict unknown for {unknown[0]['benchmark']}:{unknown[0]['item_id']}; "
                                     "counted as clean (--unknown-as clean)", rk=rk)
         return RowResult(CLEAN, None, rk=rk)
 
-    def process_batch(self, recs: list[Record]) -> list[RowResult]:
-        return [self.row_result(r) for r in recs]
+    def process_batch(self, records: list[Record], ctx: RunContext) -> list[RowResult]:
+        return [self.row_result(r, ctx) for r in records]
 
-    def finalize(self, records: list[Record], ledger: Ledger, run_dir: Path) -> None:
-        prefix = self.report_prefix or (run_dir / "contamination")
-        self._stats.update(write_reports(prefix, records, ledger, self))
+    # ------------------------------------------------------------------ side outputs
+    def _report_prefix(self, ctx: RunContext) -> Path:
+        if self.options.report is not None:
+            return self.options.report
+        if ctx.output is not None:
+            return report_prefix(ctx.output)
+        return ctx.run_dir / "contamination"
+
+    def finish(self, ctx: RunContext, results: ResultReader) -> None:
+        from reflectkit.decontam.report import write_reports
+
+        judge = ctx.models.get("judge")
+        stats = write_reports(self._report_prefix(ctx), results, self,
+                              ngram_too_short=ctx.state.get("ngram_too_short"),
+                              judge_identity=getattr(judge, "identity", None))
+        ctx.state["stats"].update(stats)
+        ctx.add_file("report_jsonl", Path(stats["report_jsonl"]))
+        ctx.add_file("report_md", Path(stats["report_md"]))
+
+    def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if ctx.state.get("stats"):
+            extra["decontam"] = ctx.state["stats"]
+        if self.prompt_set is not None:
+            ps = self.prompt_set
+            extra["prompt_set"] = {"name": ps.name, "version": ps.version, "sha256": ps.sha256}
+        return extra
+
+    def details(self, ctx: RunContext) -> dict[str, Any]:
+        stats = ctx.state.get("stats") or {}
+        judge = ctx.models.get("judge")
+        calls = int(getattr(getattr(judge, "inner", judge), "calls", 0)) if judge is not None else 0
+        out: dict[str, Any] = {"per_benchmark": stats.get("per_benchmark", {}), "threshold": stats.get("threshold"),
+                               "judge_calls": calls,
+                               "contaminated": (stats.get("status_counts") or {}).get(CONTAMINATED, 0)}
+        for k in ("report_jsonl", "report_md"):
+            if stats.get(k):
+                out[k] = Path(stats[k])
+        return out
+
+    def summary_lines(self, summary: Any) -> list[str]:
+        lines = []
+        md, js = summary.details.get("report_md"), summary.details.get("report_jsonl")
+        if md is not None:
+            lines.append(f"  report:   {md}" + (f" (+ {Path(js).name})" if js is not None else ""))
+        for name, b in summary.details.get("per_benchmark", {}).items():
+            lines.append(f"  {name}: {b['items_matched']}/{b['items']} items matched, {b['rows_flagged']} rows flagged"
+                         + (f", {b['unknown_verdicts']} unknown verdicts" if b["unknown_verdicts"] else ""))
+        return lines

@@ -76,5 +76,31 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         return {s: n for s, n in self._conn.execute("SELECT status, COUNT(*) FROM rows GROUP BY status ORDER BY status")}
 
+    def keyed(self, table: str) -> "KeyedStore":
+        """A key -> JSON table beside the rows, for resumable work that is not one dataset row."""
+        return KeyedStore(self._conn, table)
+
     def close(self) -> None:
         self._conn.close()
+
+
+class KeyedStore:
+    """A keyed table in the ledger's database (same durability: each ``put`` is its own transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str) -> None:
+        if not table.isidentifier():
+            raise ValueError(f"ledger table name must be an identifier, got {table!r}")
+        self._conn = conn
+        self.table = f"kv_{table}"
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> Any:
+        row = self._conn.execute(f"SELECT value FROM {self.table} WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: Any) -> None:
+        self._conn.execute(f"INSERT OR REPLACE INTO {self.table} VALUES (?,?)",
+                           (key, json.dumps(value, ensure_ascii=False, sort_keys=True)))
+
+    def __len__(self) -> int:
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])

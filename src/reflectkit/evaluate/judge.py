@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reflectkit.errors import UserError
@@ -28,13 +27,18 @@ def fill(template: str, **values: str) -> str:
     return _PH.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-@dataclass
-class JudgeConfig:
-    method: str = "plain"
-    max_tokens: int = 1024
-    k: int = 4
-    sample_temperature: float = 0.7
-    prompt_set: str | None = None  # default: "paper" for plain, "reflective" for reflective
+class JudgeSettings(Protocol):
+    """What the judges read from a step's options (:class:`reflectkit.evaluate.judge_step.JudgeOptions`)."""
+
+    method: str
+    max_tokens: int
+    k: int
+    sample_temperature: float
+    prompt_set: str | None  # default: "paper" for plain, "reflective" for reflective
+
+
+def judge_prompt_set(cfg: JudgeSettings) -> PromptSet:
+    return load_prompt_set("judge", cfg.prompt_set or ("paper" if cfg.method == "plain" else "reflective"))
 
 
 class OrderJudge(Protocol):
@@ -46,10 +50,10 @@ class OrderJudge(Protocol):
 class PlainJudge:
     """One call per order: the verbatim Cherry judge prompt at temperature 0, top_p 1."""
 
-    def __init__(self, model: CachedChatModel, cfg: JudgeConfig) -> None:
+    def __init__(self, model: CachedChatModel, cfg: JudgeSettings, prompt_set: PromptSet | None = None) -> None:
         self.model = model
         self.cfg = cfg
-        self.prompt_set = load_prompt_set("judge", cfg.prompt_set or "paper")
+        self.prompt_set = prompt_set or load_prompt_set("judge", cfg.prompt_set or "paper")
 
     def messages(self, question: str, first: str, second: str) -> list[dict[str, str]]:
         user = fill(self.prompt_set["pairwise.user"], question=question, answer_1=first, answer_2=second)
@@ -67,12 +71,12 @@ class PlainJudge:
 class ReflectiveJudge:
     """k sampled analyses -> anchor (most confident) -> compare each other with the anchor -> majority vote."""
 
-    def __init__(self, model: CachedChatModel, cfg: JudgeConfig) -> None:
+    def __init__(self, model: CachedChatModel, cfg: JudgeSettings, prompt_set: PromptSet | None = None) -> None:
         if cfg.k < 1:
             raise UserError(f"--k must be >= 1, got {cfg.k}")
         self.model = model
         self.cfg = cfg
-        self.prompt_set = load_prompt_set("judge", cfg.prompt_set or "reflective")
+        self.prompt_set = prompt_set or load_prompt_set("judge", cfg.prompt_set or "reflective")
 
     async def _ask(self, system_key: str, user: str, params: SamplingParams) -> str:
         msgs = [{"role": "system", "content": self.prompt_set[system_key]}, {"role": "user", "content": user}]
@@ -130,7 +134,7 @@ def vote(anchor: dict[str, Any], others: list[dict[str, Any]], survives: list[bo
     return outcome, votes
 
 
-def make_judge(model: CachedChatModel, cfg: JudgeConfig) -> OrderJudge:
+def make_judge(model: CachedChatModel, cfg: JudgeSettings, prompt_set: PromptSet | None = None) -> OrderJudge:
     if cfg.method not in METHODS:
         raise UserError(f"--judge must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    return PlainJudge(model, cfg) if cfg.method == "plain" else ReflectiveJudge(model, cfg)
+    return PlainJudge(model, cfg, prompt_set) if cfg.method == "plain" else ReflectiveJudge(model, cfg, prompt_set)

@@ -1,9 +1,13 @@
-"""The pairwise judge as an engine Step (both orders per pair; cached, resumable), and its inputs/outputs.
+"""The pairwise judge as engine steps (both orders per pair; cached, resumable), and its inputs/outputs.
+
+* :class:`JudgeStep` (``reflectkit judge pairwise A B``, pipeline kind ``judge``): two answer files joined on id;
+* :class:`JudgeBenchStep` (``reflectkit judge bench NAME``): LLMBar / JudgeBench pairs with gold labels.
 
 Judgment rows (JSONL): ``id``, ``question``, ``answer_1`` (model A / output_1), ``answer_2``, ``review`` (order 1:
 answer_1 shown first), ``review_reverse`` (answers swapped), ``scores``, ``scores_reverse`` and, under
 ``reflectkit.judge``, ``verdict``/``verdict_reverse`` (position preferred in that order: "1", "2", "tie" or null),
-the call count and, for the reflective judge, every analysis and comparison.
+the call count and, for the reflective judge, every analysis and comparison. Next to the judgments file the step
+writes its report (``<judgments>.summary.json/.md`` for ``pairwise``, ``<judgments>.bench.json/.md`` for ``bench``).
 """
 
 from __future__ import annotations
@@ -11,68 +15,351 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Sequence
 
-from reflectkit.data.io import Dataset, write_dataset
+from pydantic import field_validator
+
+from reflectkit.data.io import Dataset, dumps_jsonl, record_to_row, write_dataset
 from reflectkit.data.record import Record
-from reflectkit.engine.step import RowResult, estimate_tokens
+from reflectkit.engine.step import (
+    ModelRole,
+    ResultReader,
+    RowResult,
+    RowStep,
+    RunContext,
+    StageRefs,
+    StepOptions,
+    estimate_tokens,
+    option,
+)
 from reflectkit.errors import UserError
 from reflectkit.evaluate.answersfile import read_jsonl, response_of, row_id
-from reflectkit.evaluate.judge import JudgeConfig, OrderJudge, make_judge
+from reflectkit.evaluate.judge import judge_prompt_set, make_judge
 from reflectkit.evaluate.judge_parse import Outcome, parse_score, scores_outcome
-from reflectkit.llm.cache import CachedChatModel
+from reflectkit.evaluate.report import default_paths, markdown, report_json
+from reflectkit.prompts import PromptSet, load_prompt_set
 
 HOISTED = ("review", "review_reverse", "scores", "scores_reverse")
 
 
-class JudgeStep:
-    name = "judge"
+# --------------------------------------------------------------------------------------------- options
 
-    def __init__(self, model: CachedChatModel, cfg: JudgeConfig) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.judge: OrderJudge = make_judge(model, cfg)
-        self.prompt_set = self.judge.prompt_set
 
-    def models(self) -> dict[str, CachedChatModel]:
-        return {"judge": self.model}
+class JudgeCommonOptions(StepOptions):
+    """What both judge steps share: the judge method, its sampling, and where the report goes."""
+
+    method: Literal["plain", "reflective"] = option(
+        "plain", "plain (verbatim Cherry/Reflection-Tuning judge) or reflective (ReflectRM-style).", flag="--judge")
+    k: int = option(4, "Reflective judge: analyses sampled per order.", ge=1)
+    max_tokens: int = option(1024, "Judge max_tokens (upstream: 1024).", ge=1)
+    sample_temperature: float = option(0.7, "Reflective judge: temperature of the k analyses.", ge=0)
+    prompt_set: str | None = option(None, "Judge prompt set name or directory (default: paper / reflective).")
+    json_path: Path | None = option(None, "Report JSON (default: next to the judgments file).", flag="--json",
+                                    fingerprint=False)
+    md_path: Path | None = option(None, "Report markdown table (default: next to the judgments file).", flag="--md",
+                                  fingerprint=False)
+
+    @field_validator("prompt_set")
+    @classmethod
+    def _known_set(cls, v: str | None) -> str | None:
+        if v is not None:
+            load_prompt_set("judge", v)  # a UserError naming the built-in sets
+        return v
+
+
+class JudgeOptions(JudgeCommonOptions):
+    labels: list[str] | None = option(None, "Names of A and B, e.g. tuned,base (default: the file names; in a "
+                                      "pipeline: the stage names).", fingerprint=False)
+    response_field: str | None = option(None, "Field holding the answer (default response/output/completion).")
+    a: str | None = option(None, "Side A: an answers file; in a pipeline the stage whose answers are side A.",
+                           cli=False, fingerprint=False)
+    b: str | None = option(None, "Side B: an answers file; in a pipeline the stage whose answers are side B.",
+                           cli=False, fingerprint=False)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _two_labels(cls, v: Any) -> Any:
+        if v is None or (not isinstance(v, str) and not v):  # not given (an empty repeatable flag)
+            return None
+        items = [v] if isinstance(v, str) else list(v)
+        parts = [p.strip() for x in items for p in str(x).split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"expected two names separated by a comma (e.g. model_1,model_2), got {v!r}")
+        return parts
+
+
+class JudgeBenchOptions(JudgeCommonOptions):
+    subset: list[str] | None = option(None, "Only these subsets/files (repeatable).")
+    data: Path | None = option(None, "Shared data directory (default: auto-detected).", flag="--data-dir",
+                               fingerprint=False)
+
+
+# --------------------------------------------------------------------------------------------- steps
+
+
+class _PairJudgeStep(RowStep[Any]):
+    """Both orders of every pair with the plain or reflective judge; writes the judgments and a report."""
+
+    Options: ClassVar[type[JudgeCommonOptions]]
+    model_roles = {"judge": ModelRole("chat", "The judge model", prefix="--")}
+    output_key = "judge"
+    code = ("evaluate", "prompts/judge")
+    require_output = False
+    needs_output = False
+    produces_data = False
+    consumes_previous = False
+    #: attached by hand under ``reflectkit judge`` (reflectkit.evaluate.cli); prints its report, not a row summary
+    cli_command = False
+    cli_summary = False
+    cli_plumbing = ("run_dir", "limit", "dry_run", "restart", "quiet")
+    #: the report's name: ``<judgments>.<report_kind>.json``
+    report_kind: ClassVar[str] = "summary"
+
+    @cached_property
+    def prompt_set(self) -> PromptSet:
+        return judge_prompt_set(self.options)
+
+    # ----------------------------------------------------------------- Step contract
+    def validate(self) -> None:
+        self.spec("judge").check("--")
 
     def config(self) -> dict[str, Any]:
-        cfg = {"method": self.cfg.method, "max_tokens": self.cfg.max_tokens, "prompt_set_sha256": self.prompt_set.sha256}
-        if self.cfg.method == "reflective":
-            cfg.update(k=self.cfg.k, sample_temperature=self.cfg.sample_temperature)
+        o = self.options
+        cfg: dict[str, Any] = {"method": o.method, "max_tokens": o.max_tokens, "prompt_set_sha256": self.prompt_set.sha256}
+        if o.method == "reflective":
+            cfg.update(k=o.k, sample_temperature=o.sample_temperature)
         return cfg
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
-        per_order = 1 if self.cfg.method == "plain" else 2 * self.cfg.k - 1
-        pt = sum(estimate_tokens(r.raw["question"] + r.raw["answer_1"] + r.raw["answer_2"]) + 250 for r in records)
-        return {"pairs": len(records), "max_judge_calls": 2 * per_order * len(records),
-                "prompt_tokens_at_least": 2 * per_order * pt}
+        per_order = 1 if self.options.method == "plain" else 2 * self.options.k - 1
+        pt = sum(estimate_tokens(_texts(r)) + 250 for r in records)
+        calls = 2 * per_order * len(records)
+        return {"rows": len(records), "pairs": len(records), "max_judge_calls": calls, "oracle_calls": calls,
+                "prompt_tokens_at_least": 2 * per_order * pt, "max_completion_tokens": calls * self.options.max_tokens}
 
-    async def process(self, rec: Record) -> RowResult:
+    async def setup(self, ctx: RunContext) -> None:
+        ctx.state["judge"] = make_judge(ctx.model("judge"), self.options, self.prompt_set)
+
+    async def process(self, rec: Record, ctx: RunContext) -> RowResult:
+        judge = ctx.state["judge"]
         q, a1, a2 = rec.raw["question"], rec.raw["answer_1"], rec.raw["answer_2"]
-        fwd, rev = await asyncio.gather(self.judge.judge(q, a1, a2), self.judge.judge(q, a2, a1))
+        fwd, rev = await asyncio.gather(judge.judge(q, a1, a2), judge.judge(q, a2, a1))
         rk: dict[str, Any] = {
-            "method": self.cfg.method, "verdict": fwd["outcome"], "verdict_reverse": rev["outcome"],
+            "method": self.options.method, "verdict": fwd["outcome"], "verdict_reverse": rev["outcome"],
             "calls": fwd["calls"] + rev["calls"],
         }
         for key, res in (("", fwd), ("_reverse", rev)):
             rk["review" + key] = res.get("review")
             rk["scores" + key] = res.get("scores")
-            if self.cfg.method == "reflective":
+            if self.options.method == "reflective":
                 rk["details" + key] = {k: res[k] for k in ("analyses", "anchor", "comparisons", "votes")}
         unparsed = [name for name, r in (("order 1", fwd), ("order 2", rev)) if r["outcome"] is None]
         return RowResult("judged" if not unparsed else "unparsed",
                          f"unparsed judgment in {' and '.join(unparsed)}" if unparsed else None, rk=rk)
 
+    def output_row(self, row: dict[str, Any], result: RowResult) -> dict[str, Any]:
+        """Output rows carry review/review_reverse/scores/scores_reverse at the top level (see :func:`hoist_row`)."""
+        return hoist_row(row)
 
-def _dataset(path: Path, raws: list[dict[str, Any]]) -> Dataset:
+    # ----------------------------------------------------------------- outputs
+    def default_output(self, ctx: RunContext) -> Path:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def report(self, ctx: RunContext, rows: list[dict[str, Any]], path: Path, failed: int) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def finish(self, ctx: RunContext, results: ResultReader) -> None:
+        rows = []
+        for rec, res in results:
+            stage: dict[str, Any] = {"status": res.status}
+            if res.reason is not None:
+                stage["reason"] = res.reason
+            stage.update(res.rk)
+            rows.append(hoist_row(record_to_row(rec, rk={self.key: stage}, mapping=ctx.dataset.mapping)))
+        if ctx.output is not None:
+            path = ctx.output
+            ctx.add_file("judgments", path)  # written by the engine after this hook
+        else:
+            path = self.default_output(ctx).absolute()
+            ctx.write_file("judgments", path, dumps_jsonl(rows))
+        failed = results.counts().get("failed", 0)
+        report = self.report(ctx, rows, path, failed)
+        dj, dm = default_paths(path, self.report_kind)
+        o = self.options
+        js = Path(o.json_path).expanduser().absolute() if o.json_path else dj
+        md = Path(o.md_path).expanduser().absolute() if o.md_path else dm
+        ctx.write_file("judge_json", js, report_json(report))
+        text = markdown(report)
+        ctx.write_file("judge_md", md, text)
+        report["markdown"] = text
+        report["paths"] = {"json": str(js), "md": str(md)}
+        ctx.state["report"] = report
+
+    def details(self, ctx: RunContext) -> dict[str, Any]:
+        out = ctx.output
+        if out is not None and out.suffix not in (".parquet", ".pq") and out.exists():
+            ensure_hoisted(out)  # when the engine wrote the rows without calling output_row
+        return dict(ctx.state.get("report") or {})
+
+    def summary_lines(self, summary: Any) -> list[str]:
+        rep = summary.details
+        lines = [str(rep.get("markdown", "")).rstrip("\n")]
+        if "paths" in rep:
+            lines += ["", f"wrote {rep['paths']['json']} and {rep['paths']['md']}"]
+        if summary.failed:
+            lines.append(f"{summary.failed} pair(s) failed (counted as unparsed); re-run to retry them")
+        return lines
+
+    def _identity(self, ctx: RunContext) -> Any:
+        m = ctx.model("judge")
+        ident = getattr(m, "identity", None)
+        return ident if ident is not None else self.spec("judge").describe()
+
+
+class JudgeStep(_PairJudgeStep):
+    """Judge A vs B in both orders: W/T/L, win rate (W-L)/N+1, consistency, position bias, unparsed, with CIs."""
+
+    name = "judge"
+    Options = JudgeOptions
+    inputs = "many"
+    input_help = "Answers of model A, then of model B (JSONL with id, prompt, response; the same ids)."
+    #: in a pipeline: <stage>/judgments.jsonl (a side output: it does not feed the next stage)
+    stage_output = "judgments.jsonl"
+
+    options: JudgeOptions
+
+    @classmethod
+    def split_inputs(cls, inputs: list[str]) -> tuple[Any, dict[str, Any]]:
+        return list(inputs), {}
+
+    def for_stage(self, refs: StageRefs, input: Any) -> tuple["JudgeStep", Any]:
+        """In a pipeline ``a`` and ``b`` name earlier stages; their data outputs are the two answer files."""
+        o = self.options
+        if not o.a or not o.b:
+            raise UserError("judge: options a and b are required (the stages whose answers are compared)")
+        update: dict[str, Any] = {}
+        if o.labels is None:
+            update["labels"] = [o.a, o.b]
+        for name in ("json_path", "md_path"):
+            p = getattr(o, name)
+            if p is not None and not p.is_absolute():
+                update[name] = Path(refs.path(f"./{p}"))
+        return type(self)(o.model_copy(update=update), models=self.models), [refs.data(o.a), refs.data(o.b)]
+
+    def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+                   skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
+        if input is None and self.options.a and self.options.b:
+            input = [self.options.a, self.options.b]
+        files = [input] if isinstance(input, (str, Path)) else list(input or [])
+        if len(files) != 2:
+            raise UserError(f"judge pairwise takes two answer files, A and B; got {len(files)}")
+        return pairwise_dataset(Path(files[0]), Path(files[1]), response_field=self.options.response_field,
+                                limit=limit)
+
+    def default_output(self, ctx: RunContext) -> Path:
+        pa, pb = _answers_of(ctx.dataset)
+        return pa.with_name(f"{pa.stem}.vs.{pb.stem}.judgments.jsonl")
+
+    def report(self, ctx: RunContext, rows: list[dict[str, Any]], path: Path, failed: int) -> dict[str, Any]:
+        pa, pb = _answers_of(ctx.dataset)
+        labels = tuple(self.options.labels) if self.options.labels else (pa.stem, pb.stem)
+        report = summarize_rows(rows, path, labels)
+        report["inputs"] = {"judgments": str(path), "a": str(pa), "b": str(pb)}
+        report["judge"] = {"method": self.options.method, "model": self._identity(ctx), "run_dir": str(ctx.run_dir),
+                           "failed_pairs": failed}
+        return report
+
+
+class JudgeBenchStep(_PairJudgeStep):
+    """Meta-evaluate a judge: strict (both orders) and order-averaged accuracy, positional agreement, unknowns."""
+
+    name = "judge-bench"
+    Options = JudgeBenchOptions
+    input_help = "llmbar (5 subsets, 419 pairs) or judgebench (350 + 270 pairs)."
+    report_kind = "bench"
+    stage_output = "judgments.jsonl"
+
+    options: JudgeBenchOptions
+
+    def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+                   skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
+        if input is None:
+            raise UserError(f"judge bench needs a benchmark: {', '.join(BENCHES)}")
+        return bench_dataset(str(input), data=self.options.data, limit=limit, subsets=self.options.subset)
+
+    def default_output(self, ctx: RunContext) -> Path:
+        bench = getattr(ctx.dataset, "bench", "") or ctx.dataset.path.name
+        return Path(f"judge-bench-{bench}-{self.options.method}.jsonl")
+
+    def report(self, ctx: RunContext, rows: list[dict[str, Any]], path: Path, failed: int) -> dict[str, Any]:
+        from reflectkit.evaluate.judge_metrics import bench_report
+
+        scored = []
+        for r in rows:
+            o1, o2, _ = row_outcomes(r, path)
+            scored.append({"id": r["id"], "label": r["label"], "subset": r["subset"], "o1": o1, "o2": o2})
+        ident = self._identity(ctx)
+        bench = getattr(ctx.dataset, "bench", "") or ctx.dataset.path.name
+        method = self.options.method
+        report = bench_report(scored, title=f"Judge bench: {bench} ({method} judge, {len(scored)} pairs)")
+        report["counts"]["failed_pairs"] = failed
+        report["counts"].update({k: v for k, v in _calls(rows).items() if v is not None})
+        if isinstance(ident, dict) and ("gguf_sha256" in ident or ident.get("kind") == "hf-transformers"):
+            report["notes"].insert(0, "NOTE: a small local model (e.g. the embedded SmolLM2-135M) judges near chance; "
+                                      "these numbers show the code path, not a useful judge. Use a strong judge via "
+                                      "--base-url.")
+        report["per_item"] = [{"id": s["id"], "metrics": {
+            "strict": int(s["o1"] == s["label"] and s["o2"] == _other(s["label"])),
+            "order_averaged": ((s["o1"] == s["label"]) + (s["o2"] == _other(s["label"]))) / 2}} for s in scored]
+        report["judge"] = {"method": method, "model": ident, "run_dir": str(ctx.run_dir)}
+        report["inputs"] = {"bench": bench, "judgments": str(path),
+                            "limit_per_subset": getattr(ctx.dataset, "limit_per_subset", None)}
+        return report
+
+
+def _other(label: str) -> str:
+    return "2" if label == "1" else "1"
+
+
+def _texts(r: Record) -> str:
+    raw = r.raw
+    if all(isinstance(raw.get(k), str) for k in ("question", "answer_1", "answer_2")):
+        return raw["question"] + raw["answer_1"] + raw["answer_2"]
+    return r.prompt_text + 2 * r.output  # a record that is not a pair (a pipeline's dry run estimates on its input)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class PairwiseDataset(Dataset):
+    """Two answer files joined on id (``answers``: the files of A and B)."""
+
+    answers: tuple[Path, Path] | None = None
+
+
+@dataclass
+class BenchDataset(Dataset):
+    """Judge benchmark pairs with gold labels (``limit_per_subset``: the ``limit`` they were read with)."""
+
+    bench: str = ""
+    limit_per_subset: int | None = None
+
+
+def _answers_of(ds: Dataset) -> tuple[Path, Path]:
+    answers = getattr(ds, "answers", None)
+    return (Path(answers[0]), Path(answers[1])) if answers else (ds.path, ds.path)
+
+
+def _dataset(path: Path, raws: list[dict[str, Any]], cls: type[Dataset] = Dataset, **extra: Any) -> Dataset:
     records = [Record(id=str(r["id"]), index=i, instruction=r["question"], output=r["answer_1"], raw=r)
                for i, r in enumerate(raws)]
     payload = json.dumps(raws, sort_keys=True, ensure_ascii=False, default=str)
-    return Dataset(path, "jsonl", "alpaca", records, [], hashlib.sha256(payload.encode()).hexdigest(),
-                   {"instruction": "question", "output": "answer_1"}, len(records))
+    return cls(path, "jsonl", "alpaca", records, [], hashlib.sha256(payload.encode()).hexdigest(),
+               {"instruction": "question", "output": "answer_1"}, len(records), **extra)
 
 
 def _question(row: dict[str, Any]) -> str:
@@ -105,7 +392,7 @@ def pairwise_dataset(answers_a: Path, answers_b: Path, *, response_field: str | 
                      "answer_2": response_of(by_b[rid], answers_b, response_field)})
         if limit and len(raws) >= limit:
             break
-    return _dataset(answers_a, raws)
+    return _dataset(answers_a, raws, PairwiseDataset, answers=(answers_a, answers_b))
 
 
 BENCHES = ("llmbar", "judgebench")
@@ -147,23 +434,58 @@ def bench_dataset(name: str, *, data: str | Path | None = None, limit: int | Non
             except KeyError as exc:
                 raise UserError(f"{path}:{i + 1}: unexpected benchmark row (missing or bad {exc})") from None
             raws.append(raw)
-    return _dataset(root, raws)
+    return _dataset(root, raws, BenchDataset, bench=name, limit_per_subset=limit)
+
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def hoist_row(row: dict[str, Any]) -> dict[str, Any]:
+    """review/review_reverse/scores/scores_reverse at the top level of a judgment row (the format ``judge
+    summarize`` reads and upstream Cherry_LLM review files use), before ``reflectkit``."""
+    row = dict(row)
+    row.pop("_line", None)
+    stage = (row.get("reflectkit") or {}).get("judge") or {}
+    new = {k: v for k, v in row.items() if k != "reflectkit" and k not in HOISTED}
+    for k in HOISTED:
+        new[k] = stage.get(k)
+    new["reflectkit"] = row.get("reflectkit")
+    return new
 
 
 def hoist_reviews(path: Path) -> None:
-    """Put review/review_reverse/scores/scores_reverse at the top level of every judgment row (the format
-    ``judge summarize`` reads and upstream Cherry_LLM review files use)."""
+    """Rewrite a judgments file with every row hoisted (see :func:`hoist_row`)."""
+    write_dataset([hoist_row(r) for r in read_jsonl(path, what="judgments")], path)
+
+
+def ensure_hoisted(path: Path) -> None:
     rows = read_jsonl(path, what="judgments")
-    out = []
-    for r in rows:
-        r.pop("_line", None)
-        stage = (r.get("reflectkit") or {}).get("judge") or {}
-        new = {k: v for k, v in r.items() if k != "reflectkit"}
-        for k in HOISTED:
-            new[k] = stage.get(k)
-        new["reflectkit"] = r.get("reflectkit")
-        out.append(new)
-    write_dataset(out, path)
+    if any(k not in r for r in rows for k in HOISTED):
+        write_dataset([hoist_row(r) for r in rows], path)
+
+
+def _calls(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = [((r.get("reflectkit") or {}).get("judge") or {}).get("calls") for r in rows]
+    got = [c for c in calls if isinstance(c, int)]
+    return {"calls_per_pair": (sum(got) / len(got)) if got else None, "judge_calls_recorded": sum(got)}
+
+
+def summarize_rows(rows: list[dict[str, Any]], path: Path | str, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """W/T/L, win rate and bias metrics of judgment rows (``review``/``review_reverse`` or recorded verdicts)."""
+    from reflectkit.evaluate.judge_metrics import pairwise_report, wtl
+
+    outs = [row_outcomes(r, path) for r in rows]
+    lab = tuple(labels) if labels else ("model_1", "model_2")
+    if len(lab) != 2 or not all(lab):
+        raise UserError(f"--labels must name two sides, e.g. model_1,model_2; got {labels!r}")
+    report = pairwise_report([(o1, o2) for o1, o2, _ in outs], labels=(lab[0], lab[1]))
+    report["counts"]["failed_rows"] = sum(src == "failed" for _, _, src in outs)
+    report["counts"].update({k: v for k, v in _calls(rows).items() if v is not None})
+    report["per_item"] = [{"id": str(r.get("id", i)), "verdict": o1, "verdict_reverse": o2, "result": wtl(o1, o2)}
+                          for i, (r, (o1, o2, _)) in enumerate(zip(rows, outs))]
+    report["inputs"] = {"judgments": str(path)}
+    return report
 
 
 def row_outcomes(row: dict[str, Any], path: Path | str = "<judgments>") -> tuple[Outcome, Outcome, str]:

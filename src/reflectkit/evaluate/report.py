@@ -55,12 +55,17 @@ def default_paths(source: Path, kind: str) -> tuple[Path, Path]:
     return source.with_name(f"{stem}.{kind}.json"), source.with_name(f"{stem}.{kind}.md")
 
 
+def report_json(report: dict[str, Any]) -> str:
+    """The report as the JSON file holds it."""
+    return json.dumps(report, indent=2, ensure_ascii=False, default=_nan_safe) + "\n"
+
+
 def write_report(report: dict[str, Any], json_path: Path | None, md_path: Path | None) -> str:
     """Write the JSON and markdown files (either may be None to skip); return the markdown."""
     md = markdown(report)
     try:
         if json_path is not None:
-            _write_atomic(Path(json_path), json.dumps(report, indent=2, ensure_ascii=False, default=_nan_safe) + "\n")
+            _write_atomic(Path(json_path), report_json(report))
         if md_path is not None:
             _write_atomic(Path(md_path), md)
     except OSError as exc:

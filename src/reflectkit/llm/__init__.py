@@ -2,7 +2,8 @@
 
 from reflectkit.llm.base import ChatModel, ChatResult, Message, SamplingParams, FatalModelError
 from reflectkit.llm.cache import ResponseCache, CachedChatModel, default_cache_dir
-from reflectkit.llm.factory import ModelSpec, build_chat_model, embedded_gguf_path
+from reflectkit.llm.factory import build_chat_model, embedded_gguf_path, probe_model
+from reflectkit.llm.spec import ModelSpec
 
 __all__ = [
     "ChatModel",
@@ -15,5 +16,6 @@ __all__ = [
     "default_cache_dir",
     "ModelSpec",
     "build_chat_model",
+    "probe_model",
     "embedded_gguf_path",
 ]

@@ -51,7 +51,7 @@ class OpenAICompatModel:
         api_key_env: str | None = None,
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
-        setting_name: str = "--oracle",
+        setting_name: str = "--oracle-",
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -72,7 +72,7 @@ class OpenAICompatModel:
 
     async def probe(self) -> dict[str, Any]:
         """Ask ``/v1/models`` what is served. Unreachable endpoint or rejected key -> FatalModelError."""
-        where = f"{self.setting_name}-base-url {self.base_url or 'https://' + _OPENAI_HOST + '/v1'}"
+        where = f"{self.setting_name}base-url {self.base_url or 'https://' + _OPENAI_HOST + '/v1'}"
         last: Exception | None = None
         for attempt in range(1, 4):
             try:
@@ -118,12 +118,12 @@ class OpenAICompatModel:
                 try:
                     resp = await self._client.chat.completions.create(**kwargs)
                 except openai.AuthenticationError:
-                    raise FatalModelError(f"the endpoint ({self.setting_name}-base-url) rejected the API key (HTTP 401)") from None
+                    raise FatalModelError(f"the endpoint ({self.setting_name}base-url) rejected the API key (HTTP 401)") from None
                 except openai.PermissionDeniedError:
-                    raise FatalModelError(f"the endpoint ({self.setting_name}-base-url) refused access (HTTP 403)") from None
+                    raise FatalModelError(f"the endpoint ({self.setting_name}base-url) refused access (HTTP 403)") from None
                 except openai.NotFoundError as exc:
                     raise FatalModelError(
-                        f"model {self.model!r} ({self.setting_name}-model) not found at the endpoint: {redact(str(exc))}"
+                        f"model {self.model!r} ({self.setting_name}model) not found at the endpoint: {redact(str(exc))}"
                     ) from None
                 except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                     retry_after = parse_retry_after(getattr(getattr(exc, "response", None), "headers", None))

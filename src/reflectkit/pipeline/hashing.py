@@ -6,27 +6,55 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import reflectkit
 from reflectkit.data.io import file_sha256
 
 _PKG_ROOT = Path(reflectkit.__file__).resolve().parent
-_CODE_SUFFIXES = (".py", ".txt", ".json", ".md", ".j2", ".yaml")
+# Files whose content changes what a stage computes. Documentation (.md, e.g. a prompt set's SOURCE.md) is left
+# out on purpose: editing it must not re-run stages.
+_CODE_SUFFIXES = (".py", ".txt", ".json", ".j2", ".yaml")
+# What every stage depends on, whatever its own ``code`` says: the engine, the data layer, the LLM clients and
+# response cache, the student and embedding loaders, eval sets, answer extraction, errors and the prompt loader.
+SHARED_CODE = (
+    "engine",
+    "data",
+    "llm",
+    "student.py",
+    "embed.py",
+    "evalsets.py",
+    "answers.py",
+    "errors.py",
+    "prompts/__init__.py",
+)
+
+
+def _code_files(root: Path, entries: Iterable[str]) -> list[Path]:
+    """The code files under ``root`` named by ``entries``: package directories (recursively) or single files."""
+    files: set[Path] = set()
+    for entry in entries:
+        p = root / entry
+        if p.is_dir():
+            files.update(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+        elif p.is_file():
+            files.add(p)
+    return sorted(f for f in files if f.suffix in _CODE_SUFFIXES)
 
 
 @functools.lru_cache(maxsize=None)
 def code_version(packages: tuple[str, ...]) -> str:
-    """reflectkit's version plus a hash of the source of ``packages`` and of the engine and data layers."""
+    """reflectkit's version plus a hash of the source a stage depends on.
+
+    ``packages`` are paths relative to the ``reflectkit`` package: directories (``"synth"``, ``"prompts/synth"``)
+    or single files (``"embed.py"``). :data:`SHARED_CODE` is always included. Only code and prompt files count
+    (``.py``, ``.txt``, ``.json``, ``.j2``, ``.yaml``); documentation such as ``.md`` does not. Entries that do not
+    exist are ignored.
+    """
     h = hashlib.sha256(reflectkit.__version__.encode())
-    for pkg in sorted(set(packages) | {"engine", "data"}):
-        root = _PKG_ROOT / pkg
-        if not root.exists():
-            continue
-        for f in sorted(root.rglob("*")):
-            if f.is_file() and f.suffix in _CODE_SUFFIXES and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(_PKG_ROOT)).encode())
-                h.update(f.read_bytes())
+    for f in _code_files(_PKG_ROOT, (*SHARED_CODE, *packages)):
+        h.update(f.relative_to(_PKG_ROOT).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
     return f"{reflectkit.__version__}+{h.hexdigest()[:16]}"
 
 

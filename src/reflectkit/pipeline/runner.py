@@ -20,19 +20,58 @@ from typing import Any, Callable
 
 from reflectkit.engine.manifest import read_manifest, write_json_atomic
 from reflectkit.errors import UserError
-from reflectkit.pipeline.adapters import ADAPTERS, StageContext, StageResult
+from reflectkit.engine.step import Step
+from reflectkit.llm.spec import ModelSpec
 from reflectkit.pipeline.hashing import code_version, data_hash, stage_key
 from reflectkit.pipeline.schema import Pipeline, Stage, load_pipeline
-from reflectkit.pipeline.stages import KINDS, StageKind
 
 STAGE_FILE = "stage.json"
 PIPELINE_FILE = "pipeline.json"
 
 
 @dataclass
+class StageResult:
+    output: Path | None = None  # data that feeds the next stage
+    artefact: Path | None = None  # e.g. a trained model directory
+    failed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # named side files (reports) for the HTML report
+
+
+@dataclass
+class StageRefs:
+    """What a stage can refer to (see :meth:`reflectkit.engine.step.Step.for_stage`)."""
+
+    pipeline: Pipeline
+    stage: Stage
+    data_outputs: dict[str, Path]
+    artefacts: dict[str, Path]
+
+    def data(self, stage: str) -> Path:
+        if stage in ("input", "_input"):
+            return self.pipeline.input
+        if stage not in self.data_outputs:
+            raise UserError(f"stage {self.stage.name!r}: {stage!r} is not an earlier stage with a data output")
+        return self.data_outputs[stage]
+
+    def artefact(self, stage: str) -> Path | None:
+        return self.artefacts.get(stage)
+
+    def path(self, p: str) -> str:
+        looks_like_path = "/" in p or p.endswith((".json", ".jsonl", ".csv", ".parquet", ".gguf"))
+        return str((self.pipeline.file.parent / p).resolve()) if looks_like_path else p
+
+    def model(self, role: str) -> ModelSpec | None:
+        return self.pipeline.models.get(role)
+
+    def data_stages(self) -> list[str]:
+        return list(self.data_outputs)
+
+
+@dataclass
 class StagePlan:
     stage: Stage
-    kind: StageKind
+    kind: type[Step[Any]]
     dir: Path
     key: str
     input: Path | None
@@ -106,7 +145,7 @@ def plan_pipeline(p: Pipeline, *, from_stage: str | None = None, only: str | Non
     upstream_ran = False
     models = {r: m.describe() for r, m in p.models.items()}
     for st in p.stages:
-        kind = KINDS[st.kind]
+        kind = st.step_cls
         if st.input_ref is not None:
             inp, src = data_by_stage.get(st.input_ref), st.input_ref
         elif st.input_path is not None:
@@ -115,7 +154,7 @@ def plan_pipeline(p: Pipeline, *, from_stage: str | None = None, only: str | Non
             inp, src = data
         payload = {
             "kind": st.kind, "options": st.options.model_dump(mode="json"), "prev": prev_key,
-            "models": {r: models[r] for r in st.roles}, "code": code_version(kind.packages),
+            "models": {r: models[r] for r in st.roles if r in models}, "code": code_version(kind.code),
             "input_file": data_hash(inp) if st.input_path is not None else src,
             "limit": p.spec.limit if inp == p.input else None, "format": p.spec.format if inp == p.input else None,
         }
@@ -153,42 +192,55 @@ def _write_pipeline_json(p: Pipeline, plans: list[StagePlan], status: dict[str, 
         "limit": p.spec.limit,
         "models": {r: m.describe() for r, m in p.models.items()},
         "finished": finished,
-        "stages": [{"name": pl.stage.name, "kind": pl.kind.kind, "dir": str(pl.dir), "key": pl.key,
+        "stages": [{"name": pl.stage.name, "kind": pl.kind.name, "dir": str(pl.dir), "key": pl.key,
                     "input": str(pl.input) if pl.input else None, "input_from": pl.input_from,
                     "options": pl.stage.options.model_dump(mode="json"), "action": pl.action, "reason": pl.reason,
                     **status.get(pl.stage.name, {})} for pl in plans],
     })
 
 
-#: Stage kinds that read data rows from their input; they are skipped (with a note) when the input is empty.
-_ROW_KINDS = frozenset({"recycle", "score", "select", "decontaminate", "synthesize", "train"})
+def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, progress: bool) -> StageResult:
+    from reflectkit.engine import api
 
-
-def _run_stage(pl: StagePlan, ctx: StageContext) -> StageResult:
     if pl.action in ("run", "rerun") and pl.dir.exists():
         shutil.rmtree(pl.dir)
     pl.dir.mkdir(parents=True, exist_ok=True)
-    base = {"name": pl.stage.name, "kind": pl.kind.kind, "key": pl.key, "options": pl.stage.options.model_dump(mode="json"),
+    output = pl.dir / (pl.kind.stage_output or "output.jsonl")
+    base = {"name": pl.stage.name, "kind": pl.kind.name, "key": pl.key, "options": pl.stage.options.model_dump(mode="json"),
             "input": str(pl.input) if pl.input else None,
             "input_sha256": data_hash(pl.input) if pl.input and pl.input.exists() else None}
     write_json_atomic(pl.dir / STAGE_FILE, {**base, "status": "running"})
     t0 = time.monotonic()
-    if pl.kind.kind in _ROW_KINDS and pl.input is not None and pl.input.exists() and not pl.input.read_bytes().strip():
+    if pl.kind.consumes_previous and pl.input is not None and pl.input.exists() and not pl.input.read_bytes().strip():
         # The previous stage kept no rows (e.g. selection dropped everything): say so and pass the emptiness on,
         # instead of failing on an empty file.
-        ctx.output.write_bytes(b"")
+        if pl.kind.produces_data:
+            output.write_bytes(b"")
         note = f"skipped: its input {pl.input} has no rows (the previous stage kept none)"
         write_json_atomic(pl.dir / STAGE_FILE, {
-            **base, "status": "finished", "skipped": note, "output": str(ctx.output),
-            "output_sha256": data_hash(ctx.output), "artefact": None, "failed": 0, "counts": {}, "files": {},
+            **base, "status": "finished", "skipped": note, "output": str(output) if pl.kind.produces_data else None,
+            "output_sha256": data_hash(output) if pl.kind.produces_data else None, "artefact": None, "failed": 0, "counts": {}, "files": {},
             "wall_time_s": 0.0,
         })
         print(f"  {pl.stage.name}: {note}")
-        return StageResult(output=ctx.output, counts={})
+        return StageResult(output=output if pl.kind.produces_data else None, counts={})
     try:
-        res = ADAPTERS[pl.kind.kind](ctx, pl.stage.options)
+        step = pl.kind(pl.stage.options, models={r: p.models[r] for r in pl.stage.roles if r in p.models})
+        step, inp = step.for_stage(refs, pl.input)
+        from_pipeline_input = inp is not None and pl.input == p.input and inp == pl.input
+        summary = api.run(
+            step, inp, output if pl.kind.stage_output else None, run_dir=pl.dir, cache_dir=cache_dir,
+            concurrency=p.spec.concurrency, progress=progress,
+            limit=p.spec.limit if from_pipeline_input else None,
+            format=p.spec.format if from_pipeline_input else None,
+            # rows that failed in an earlier stage are not processed further (recorded as upstream_failed)
+            gate_failed=not from_pipeline_input,
+        )
     except UserError as exc:
         raise UserError(f"stage {pl.stage.name!r}: {exc}", exit_code=exc.exit_code) from None
+    res = StageResult(output=output if pl.kind.produces_data else None, failed=summary.failed,
+                      counts=dict(summary.counts), files={k: str(v) for k, v in summary.files.items()},
+                      artefact=summary.files.get("model"))
     out = res.output if res.output and res.output.exists() else None
     write_json_atomic(pl.dir / STAGE_FILE, {
         **base, "status": "finished", "output": str(out) if out else None,
@@ -205,7 +257,7 @@ def _print_plan(plans: list[StagePlan], echo: Callable[[str], None]) -> None:
         est = (f"~{e.get('oracle_calls', 0)} oracle calls, ~{e.get('prompt_tokens', 0)} prompt + "
                f"<={e.get('max_completion_tokens', 0)} completion tokens") if e else ""
         verb = {"skip": "skip", "reuse": "reuse", "not-selected": "skip"}.get(pl.action, "RUN")
-        echo(f"  {pl.stage.index + 1}. {pl.stage.name:<16} [{pl.kind.kind}] {verb:<5} ({pl.reason}) "
+        echo(f"  {pl.stage.index + 1}. {pl.stage.name:<16} [{pl.kind.name}] {verb:<5} ({pl.reason}) "
              f"input: {pl.input_from}" + (f"; {est}" if pl.runs and est else ""))
 
 
@@ -226,12 +278,14 @@ def run_pipeline(
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     plans = plan_pipeline(p, from_stage=from_stage, only=only)
     if dry_run:
-        from reflectkit.data.io import read_dataset
-        from reflectkit.pipeline.estimate import estimate_stage
+        from reflectkit.engine.api import read_input
 
-        records = read_dataset(p.input, format=p.spec.format, require_output=False).limit(p.spec.limit).records
+        # Upper bounds: every stage is estimated on the pipeline's input rows (later stages see at most these),
+        # read as the first stage reads them.
+        first = plans[0].kind(plans[0].stage.options)
+        records = read_input(first, p.input, format=p.spec.format, limit=p.spec.limit).records
         for pl in plans:
-            pl.estimate = estimate_stage(pl.kind, pl.stage.options, records)
+            pl.estimate = pl.kind(pl.stage.options).estimate(records)
         _print_plan(plans, echo)
         total = sum(pl.estimate.get("oracle_calls", 0) for pl in plans if pl.runs)
         echo(f"total: ~{total} oracle calls in the stages that would run (cached responses cost nothing)")
@@ -248,10 +302,9 @@ def run_pipeline(
         state = read_state(pl.dir)
         if pl.runs:
             echo(f"[{pl.stage.index + 1}/{len(plans)}] {pl.stage.name}: running ({pl.reason})")
-            ctx = StageContext(p, pl.stage, pl.dir, pl.input, dict(data_outputs), dict(artefacts), p.spec.limit, cdir,
-                               p.spec.concurrency, progress)
+            refs = StageRefs(p, pl.stage, dict(data_outputs), dict(artefacts))
             t0 = time.monotonic()
-            res = _run_stage(pl, ctx)
+            res = _run_stage(pl, p, refs, cache_dir=cdir, progress=progress)
             status[pl.stage.name] = {"status": "ran", "wall_time_s": round(time.monotonic() - t0, 3), "failed": res.failed}
             failed += res.failed
             state = read_state(pl.dir)

@@ -12,66 +12,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reflectkit.engine.step import Step
 from reflectkit.errors import UserError
-from reflectkit.llm.factory import ModelSpec
+from reflectkit.llm.spec import EMBEDDED_NAMES, ModelSpec
 from reflectkit.pipeline.yamlload import LineMap, Loc, load_yaml
 
 ROLES = ("oracle", "student", "judge")
-EMBEDDED_NAMES = ("embedded", "default", "smollm2")
 _KEY_LIKE = re.compile(r"^(.*api[_-]?key|.*secret.*|.*password|token|access[_-]?token|key|bearer)$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-class ModelEntry(BaseModel):
-    """A model for one role: the embedded default, a local file/dir, or an OpenAI-compatible endpoint."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(default=None, description="'embedded', a local .gguf / HF dir, or the endpoint's model name")
-    base_url: str | None = None
-    api_key_env: str | None = Field(default=None, description="NAME of the environment variable holding the key")
-    n_ctx: int = Field(default=4096, ge=256)
-    timeout: float = Field(default=600.0, gt=0)
-    max_attempts: int = Field(default=6, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return {"model": v} if isinstance(v, str) else v
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
-        return v
-
-    @property
-    def embedded(self) -> bool:
-        return not self.base_url and (self.model is None or self.model.lower() in EMBEDDED_NAMES)
-
-    def chat_spec(self) -> ModelSpec:
-        """The :class:`ModelSpec` for chat roles (oracle, judge)."""
-        return ModelSpec(model=None if self.embedded else self.model, base_url=self.base_url,
-                         api_key_env=self.api_key_env, n_ctx=self.n_ctx, timeout=self.timeout,
-                         max_attempts=self.max_attempts)
-
-    def student_ref(self) -> str:
-        """What the student loaders take: 'embedded' or a local path."""
-        return "embedded" if self.embedded else str(self.model)
-
-    def describe(self) -> dict[str, Any]:
-        return {"embedded": True} if self.embedded else self.model_dump(exclude_none=True)
-
-
 class Models(BaseModel):
+    """The models of a pipeline, by role: each a :class:`ModelSpec` (a plain string is shorthand for
+    ``{model: ...}``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    oracle: ModelEntry | None = None
-    student: ModelEntry | None = None
-    judge: ModelEntry | None = None
+    oracle: ModelSpec | None = None
+    student: ModelSpec | None = None
+    judge: ModelSpec | None = None
 
-    def get(self, role: str) -> ModelEntry | None:
+    def get(self, role: str) -> ModelSpec | None:
         return getattr(self, role)
 
 
@@ -125,6 +86,7 @@ class Stage:
     input_ref: str | None  # an earlier stage's name, or None for "previous data" / a path in input_path
     input_path: Path | None
     roles: tuple[str, ...]
+    step_cls: type[Step[Any]]
 
 
 @dataclass
@@ -134,7 +96,7 @@ class Pipeline:
     input: Path
     output: Path
     stages: list[Stage]
-    models: dict[str, ModelEntry] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -164,6 +126,8 @@ def _pydantic_error(exc: ValidationError, lines: LineMap, prefix: Loc = ()) -> U
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return lines.error(loc, msg + more)
 
@@ -175,7 +139,7 @@ def _resolve(base: Path, p: str) -> Path:
 
 def validate(data: Any, lines: LineMap) -> Pipeline:
     """Validate parsed YAML into a :class:`Pipeline` (raises UserError naming file:line and key)."""
-    from reflectkit.pipeline.stages import KINDS, check_available
+    from reflectkit.engine import registry
 
     if not isinstance(data, dict):
         raise lines.error((), "the pipeline file must be a mapping with input, output, models and stages")
@@ -191,18 +155,22 @@ def validate(data: Any, lines: LineMap) -> Pipeline:
         loc: Loc = ("stages", i)
         if st.name in names:
             raise lines.error(loc + ("name",), f"duplicate stage name {st.name!r}")
-        kind = KINDS.get(st.type)
-        if kind is None:
-            key = "kind" if st.kind else "name"
-            raise lines.error(loc + (key,), f"unknown stage {st.type!r}; known stages: {', '.join(sorted(KINDS))}")
-        check_available(kind, lambda m: lines.error(loc + ("kind" if st.kind else "name",), m))
+        key = "kind" if st.kind else "name"
+        if st.type not in registry.names():
+            raise lines.error(loc + (key,), f"unknown stage {st.type!r}; known stages: {', '.join(registry.names())}")
         try:
-            opts = kind.options.model_validate(st.options)
+            step_cls = registry.get(st.type)
+        except Exception as exc:  # a plugin that fails to import
+            raise lines.error(loc + (key,), f"stage {st.type!r} could not be loaded: {exc}") from None
+        try:
+            opts = step_cls.Options.model_validate(st.options)
+            roles = step_cls(opts).active_roles()
         except ValidationError as exc:
             raise _pydantic_error(exc, lines, loc + ("options",)) from None
-        roles = kind.roles(opts)
+        except UserError as exc:
+            raise lines.error(loc + ("options",), str(exc)) from None
         for role in roles:
-            if spec.models.get(role) is None:
+            if role in ROLES and spec.models.get(role) is None:
                 raise lines.error(loc + ("name",), f"stage {st.name!r} needs the {role} model, but models.{role} is "
                                                    f"not defined (write e.g. `{role}: embedded` under models:)")
         input_ref, input_path = None, None
@@ -217,7 +185,7 @@ def validate(data: Any, lines: LineMap) -> Pipeline:
                 if not input_path.exists():
                     raise lines.error(loc + ("input",), f"{st.input!r} is neither an earlier stage nor an existing file")
         names.add(st.name)
-        stages.append(Stage(i, st.name, kind.kind, opts, input_ref, input_path, roles))
+        stages.append(Stage(i, st.name, step_cls.name, opts, input_ref, input_path, tuple(roles), step_cls))
     inp = _resolve(base, spec.input)
     if not inp.exists():
         raise lines.error(("input",), f"dataset {spec.input!r} not found (resolved to {inp})")

@@ -1,13 +1,13 @@
 """Reflection-Tuning data recycling (Li et al., 2023)."""
 
 from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
-from reflectkit.recycle.step import KEPT, REWRITTEN, RecycleConfig, RecycleStep
+from reflectkit.recycle.step import KEPT, REWRITTEN, RecycleOptions, RecycleStep
 
 __all__ = [
     "ParseResult",
     "parse_instruction_reflection",
     "parse_response_reflection",
-    "RecycleConfig",
+    "RecycleOptions",
     "RecycleStep",
     "REWRITTEN",
     "KEPT",

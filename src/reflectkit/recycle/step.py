@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from reflectkit.data.record import Record
-from reflectkit.engine.step import FAILED, RowResult, estimate_tokens
+from reflectkit.engine.step import FAILED, ModelRole, RowResult, RowStep, RunContext, StepOptions, estimate_tokens, option
 from reflectkit.llm.base import Message, RequestFailed, SamplingParams
-from reflectkit.llm.cache import CachedChatModel
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
 
@@ -63,54 +64,89 @@ def fill(template: str, **values: str) -> str:
     return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-@dataclass
-class RecycleConfig:
-    phase: Phase = "response"
-    prompt_set: str = "paper"
-    max_tokens: int = 1024
-    temperature: float = 0.0
-    top_p: float = 1.0
-    structured: bool = False
+class RecycleOptions(StepOptions):
+    phase: Phase = option("response", "instruction, response, both (instruction then response) or all (the four "
+                          "variants for selective selection).")
+    prompt_set: str = option("paper", "Prompt set: 'paper' (verbatim) or a directory.")
+    max_tokens: int = option(1024, "Oracle max_tokens; cut-off answers are flagged.", ge=1)
+    temperature: float = option(0.0, "Sampling temperature (the paper: 0).", ge=0)
+    top_p: float = option(1.0, "Nucleus sampling (the paper: 1).", gt=0, le=1)
+    structured: bool = option(False, "Ask for JSON (response_format json_schema) where supported.")
+
+    @field_validator("prompt_set")
+    @classmethod
+    def _known_set(cls, v: str) -> str:
+        load_prompt_set("recycle", v)  # a UserError naming the built-in sets
+        return v
 
 
-class RecycleStep:
-    """Reflection-Tuning data recycling as an engine Step."""
+#: the structured-output modes tried in order (``--structured``), decided once per run in ``setup``
+STRUCTURED_MODES = ("json_schema", "json_object")
+
+
+class RecycleStep(RowStep[RecycleOptions]):
+    """Recycle instruction data with an oracle (Reflection-Tuning, Li et al. 2023)."""
 
     name = "recycle"
+    Options = RecycleOptions
+    model_roles = {"oracle": ModelRole("chat", "The oracle that critiques and rewrites", prefix="--oracle-")}
+    code = ("recycle", "prompts/recycle")
 
-    def __init__(self, oracle: CachedChatModel, config: RecycleConfig | None = None) -> None:
-        self.oracle = oracle
-        self.cfg = config or RecycleConfig()
-        if self.cfg.phase not in ("instruction", "response", "both", "all"):
-            from reflectkit.errors import UserError
+    @cached_property
+    def prompt_set(self) -> PromptSet:
+        return load_prompt_set("recycle", self.options.prompt_set)
 
-            raise UserError(f"--phase must be instruction, response, both or all, got {self.cfg.phase!r}")
-        self.prompt_set: PromptSet = load_prompt_set("recycle", self.cfg.prompt_set)
-        self._structured_mode: str | None = "json_schema" if self.cfg.structured else None
+    @property
+    def cfg(self) -> RecycleOptions:
+        return self.options
 
-    # ----------------------------------------------------------------- Step protocol
-    def models(self) -> dict[str, CachedChatModel]:
-        return {"oracle": self.oracle}
-
+    # ----------------------------------------------------------------- Step contract
     def config(self) -> dict[str, Any]:
-        return {**asdict(self.cfg), "prompt_set_sha256": self.prompt_set.sha256}
+        return {**self.options.fingerprint_dict(), "prompt_set_sha256": self.prompt_set.sha256}
 
-    def sampling(self, structured_kind: str | None = None) -> SamplingParams:
+    def sampling(self, structured_kind: str | None = None, mode: str | None = None) -> SamplingParams:
         rf = None
-        if structured_kind and self._structured_mode == "json_schema":
+        if structured_kind and mode == "json_schema":
             rf = {
                 "type": "json_schema",
                 "json_schema": {"name": f"reflection_{structured_kind}", "schema": _SCHEMAS[structured_kind], "strict": True},
             }
-        elif structured_kind and self._structured_mode == "json_object":
+        elif structured_kind and mode == "json_object":
             # llama-cpp-python's server (and Anyscale-style endpoints) take the schema inside json_object.
             rf = {"type": "json_object", "schema": _SCHEMAS[structured_kind]}
         return SamplingParams(
             temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, response_format=rf
         )
 
-    def manifest_extra(self) -> dict[str, Any]:
-        return {"sampling": self.sampling().to_dict(), "phase": self.cfg.phase}
+    async def setup(self, ctx: RunContext) -> None:
+        """With ``structured``, decide the response_format mode once, before the first row, by one small probe
+        request per mode (json_schema, then json_object with a schema); an endpoint that rejects both (4xx) gets
+        the paper's tagged format. Every row of the run then uses the same mode, recorded in the manifest."""
+        ctx.state["structured_mode"] = None
+        if not self.cfg.structured:
+            return
+        oracle = ctx.model("oracle")
+        probe: list[Message] = [{"role": "user", "content": "Reply with a JSON object."}]
+        for mode in STRUCTURED_MODES:
+            params = self.sampling("response", mode)
+            params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=16, response_format=params.response_format)
+            try:
+                await oracle.chat(probe, params, prompt_version="structured-probe")
+            except RequestFailed as exc:
+                if "HTTP 4" in str(exc) or "request rejected" in str(exc):
+                    print(f"warning: the oracle endpoint rejected response_format {mode} ({str(exc)[:160]}); --structured "
+                          + ("tries json_object with a schema" if mode == "json_schema" else "falls back to the paper's tagged format"),
+                          file=sys.stderr)
+                    continue
+                raise
+            ctx.state["structured_mode"] = mode
+            return
+
+    def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
+        return {"sampling": self.sampling().to_dict(), "phase": self.cfg.phase,
+                "structured_mode": ctx.state.get("structured_mode"),
+                "prompt_set": {"name": self.prompt_set.name, "version": self.prompt_set.version,
+                               "sha256": self.prompt_set.sha256}}
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
         calls = len(records) * {"both": 2, "all": 3}.get(self.cfg.phase, 1)
@@ -132,51 +168,35 @@ class RecycleStep:
         return out
 
     # ----------------------------------------------------------------- prompts
-    def instruction_messages(self, instruction: str, input: str, output: str) -> list[Message]:
+    def instruction_messages(self, instruction: str, input: str, output: str, mode: str | None = None) -> list[Message]:
         ins = f"{instruction}\n{input}" if input else instruction
         user = fill(self.prompt_set["instruction.user"], instruction=ins, output=output)
-        if self._structured_mode:
+        if mode:
             user += _STRUCTURED_SUFFIX.format(keys='"critique", "new_instruction", "new_answer"')
         return [{"role": "system", "content": self.prompt_set["instruction.system"]}, {"role": "user", "content": user}]
 
-    def response_messages(self, instruction: str, input: str, output: str) -> list[Message]:
+    def response_messages(self, instruction: str, input: str, output: str, mode: str | None = None) -> list[Message]:
         kind = "response_with_input" if input else "response_no_input"
         user = fill(self.prompt_set[f"{kind}.user"], instruction=instruction, input=input, output=output)
-        if self._structured_mode:
+        if mode:
             user += _STRUCTURED_SUFFIX.format(keys='"critique", "better_answer"')
         return [{"role": "system", "content": self.prompt_set[f"{kind}.system"]}, {"role": "user", "content": user}]
 
     # ----------------------------------------------------------------- calls
-    def _messages(self, kind: str, texts: tuple[str, str, str]) -> list[Message]:
-        return self.instruction_messages(*texts) if kind == "instruction" else self.response_messages(*texts)
+    def _messages(self, kind: str, texts: tuple[str, str, str], mode: str | None) -> list[Message]:
+        if kind == "instruction":
+            return self.instruction_messages(*texts, mode=mode)
+        return self.response_messages(*texts, mode=mode)
 
-    async def _ask(self, kind: str, texts: tuple[str, str, str]) -> tuple[str, bool, int, int, bool]:
-        """Returns (text, truncated, prompt_tokens, completion_tokens, structured).
-
-        ``--structured`` tries ``response_format`` json_schema (OpenAI, vLLM, llama.cpp's C++ server), then
-        json_object with a schema (llama-cpp-python's server), then falls back to the paper's tagged format with
-        a warning, when the endpoint rejects the request with a 4xx.
-        """
-        while self._structured_mode:
-            mode = self._structured_mode
-            messages = self._messages(kind, texts)
-            try:
-                res = await self.oracle.chat(messages, self.sampling(kind), prompt_version=self.prompt_set.version + "+json")
-                return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, True
-            except RequestFailed as exc:
-                rejected = "HTTP 4" in str(exc) or "request rejected" in str(exc)
-                if not rejected or self._structured_mode != mode:
-                    if self._structured_mode == mode:
-                        raise
-                    continue  # another row already switched modes
-                self._structured_mode = "json_object" if mode == "json_schema" else None
-                print(
-                    f"warning: the oracle endpoint rejected response_format {mode} ({str(exc)[:160]}); --structured "
-                    + ("tries json_object with a schema" if self._structured_mode else "falls back to the paper's tagged format"),
-                    file=sys.stderr,
-                )
-        messages = self._messages(kind, texts)
-        res = await self.oracle.chat(messages, self.sampling(), prompt_version=self.prompt_set.version)
+    async def _ask(self, kind: str, texts: tuple[str, str, str], ctx: RunContext) -> tuple[str, bool, int, int, bool]:
+        """Returns (text, truncated, prompt_tokens, completion_tokens, structured), in the run's one mode."""
+        mode = ctx.state.get("structured_mode")
+        oracle = ctx.model("oracle")
+        messages = self._messages(kind, texts, mode)
+        if mode:
+            res = await oracle.chat(messages, self.sampling(kind, mode), prompt_version=self.prompt_set.version + "+json")
+            return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, True
+        res = await oracle.chat(messages, self.sampling(), prompt_version=self.prompt_set.version)
         return res.text, res.truncated, res.prompt_tokens, res.completion_tokens, False
 
     @staticmethod
@@ -201,8 +221,9 @@ class RecycleStep:
             return ParseResult(False, "structured output: better_answer missing, empty or a placeholder", critique=crit)
         return ParseResult(True, None, None, ans, crit)
 
-    async def _phase(self, kind: str, instruction: str, input: str, output: str, original_instruction: str) -> dict[str, Any]:
-        text, truncated, pt, ct, structured = await self._ask(kind, (instruction, input, output))
+    async def _phase(self, kind: str, instruction: str, input: str, output: str, original_instruction: str,
+                     ctx: RunContext) -> dict[str, Any]:
+        text, truncated, pt, ct, structured = await self._ask(kind, (instruction, input, output), ctx)
         if structured:
             parsed = self._parse_structured(text, kind, truncated)
         elif kind == "instruction":
@@ -212,16 +233,16 @@ class RecycleStep:
         return {"parsed": parsed, "raw": text, "truncated": truncated, "prompt_tokens": pt, "completion_tokens": ct,
                 "structured": structured}
 
-    async def process(self, rec: Record) -> RowResult:
+    async def process(self, rec: Record, ctx: RunContext) -> RowResult:
         original = {"instruction": rec.instruction, "input": rec.input, "output": rec.output}
         base_rk: dict[str, Any] = {
             "phase": self.cfg.phase,
             "original": original,
-            "oracle": self.oracle.cache_identity,
+            "oracle": ctx.model("oracle").cache_identity,
             "prompt_set": self.prompt_set.version,
         }
         if self.cfg.phase == "all":
-            return await self._process_all(rec, base_rk)
+            return await self._process_all(rec, base_rk, ctx)
         if rec.turns > 1:
             return RowResult(KEPT, "multi-turn conversation: only the first exchange could be recycled, row kept as is",
                              rk={**base_rk, "critique": "", "raw": None, "tokens": {"prompt": 0, "completion": 0}})
@@ -236,7 +257,7 @@ class RecycleStep:
         order = ["instruction", "response"] if self.cfg.phase == "both" else [self.cfg.phase]
         for kind in order:
             try:
-                r = await self._phase(kind, ins, inp, out, rec.instruction)
+                r = await self._phase(kind, ins, inp, out, rec.instruction, ctx)
             except RequestFailed as exc:
                 # A failed call fails the row (retried on re-run; earlier phases come from the cache then).
                 phases[kind] = {"status": FAILED, "reason": str(exc)}
@@ -285,7 +306,7 @@ class RecycleStep:
             completion_tokens=tokens["completion"],
         )
 
-    async def _process_all(self, rec: Record, base_rk: dict[str, Any]) -> RowResult:
+    async def _process_all(self, rec: Record, base_rk: dict[str, Any], ctx: RunContext) -> RowResult:
         """Phase ``all``: produce every variant Selective Reflection-Tuning selects from."""
         original = base_rk["original"]
         variants: dict[str, Any] = {"original": original, "instruction": None, "response": None, "both": None}
@@ -301,7 +322,7 @@ class RecycleStep:
 
         async def run(name: str, kind: str, ins: str, inp: str, out: str) -> ParseResult | None:
             nonlocal truncated_any
-            r = await self._phase(kind, ins, inp, out, rec.instruction)
+            r = await self._phase(kind, ins, inp, out, rec.instruction, ctx)
             tokens["prompt"] += r["prompt_tokens"]
             tokens["completion"] += r["completion_tokens"]
             raws[name] = r["raw"]

@@ -1,4 +1,5 @@
 """Data quality scoring with a student model: IFD, r-IFD, perplexities, coherence, gzip ratio.
 
-See :mod:`reflectkit.scoring.api` for the Python API and ``docs/scoring.md`` for the definitions.
+Steps: :class:`reflectkit.scoring.step.ScoreStep` (``score``) and :class:`reflectkit.scoring.stats.StatsStep`
+(``stats``). See :mod:`reflectkit.scoring.api` for the Python API and ``docs/scoring.md`` for the definitions.
 """

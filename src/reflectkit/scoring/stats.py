@@ -20,12 +20,18 @@ student scored the file, so values differ from the published ones while the defi
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
+from pydantic import AliasChoices, field_validator
+
+from reflectkit.data.io import Dataset
+from reflectkit.engine.step import RunContext, StageRefs, StepOptions, TaskStep, option
 from reflectkit.errors import UserError
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -106,3 +112,118 @@ def stats_table(paths: Sequence[str | Path], fmt: str = "markdown", *, variant: 
     for r in rows:
         lines.append("| " + " | ".join([r["dataset"], f"{r['rows']}/{r['rows_in_file']}"] + [_fmt(r[n]) for n, _, _ in COLUMNS]) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- the step
+
+EXTENSIONS = {"markdown": "md", "csv": "csv", "json": "json"}
+
+
+class StatsOptions(StepOptions):
+    """The options of ``stats``. ``table_format`` is also accepted as ``format`` (its name in pipeline files); on
+    the command line it is ``--format``."""
+
+    inputs: list[str] | None = option(None, "Pipeline: the stages whose data to compare (default: every earlier data "
+                                      "stage).", cli=False)
+    table_format: Literal["markdown", "csv", "json"] = option(
+        "markdown", "markdown, csv or json.", flag="--format", validation_alias=AliasChoices("table_format", "format"))
+    variant: str | None = option(None, "Use reflectkit.score.variants.<name> instead of the row's own scores.")
+
+    @field_validator("table_format", mode="before")
+    @classmethod
+    def _known_format(cls, v: Any) -> Any:
+        if v not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {v!r}")
+        return v
+
+
+@dataclass
+class StatsInputs(Dataset):
+    """What ``stats`` runs over: the scored files by label (the path on the command line, the stage name in a
+    pipeline). It has no records: the step reads the files itself."""
+
+    files: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def _as_files(input: Any) -> list[tuple[str, Path]]:
+    """(label, path) pairs from a path, a list of paths, or a mapping label -> path (a pipeline's stages)."""
+    if input is None:
+        return []
+    if isinstance(input, Mapping):
+        return [(str(k), Path(v)) for k, v in input.items()]
+    if isinstance(input, (str, Path)):
+        return [(str(input), Path(input))]
+    return [(str(p), Path(p)) for p in input]
+
+
+class StatsStep(TaskStep[StatsOptions]):
+    """The papers' data-statistics table (lengths, perplexities, coherence, IFD, r-IFD) for scored files."""
+
+    name = "stats"
+    Options = StatsOptions
+    code = ("scoring/stats.py",)
+    inputs = "many"
+    input_help = "Scored files (output of `reflectkit score`)."
+    needs_output = False
+    require_output = False
+    # --format is the table format here; the table goes to stdout (and to -o FILE when given)
+    cli_plumbing = ()
+    #: the CLI prints the table only, as before (see summary_lines), not the standard run summary
+    cli_summary = False
+
+    @classmethod
+    def split_inputs(cls, inputs: list[str]) -> tuple[Any, dict[str, Any]]:
+        return list(inputs), {}
+
+    def for_stage(self, refs: StageRefs, input: Any) -> tuple["StatsStep", Any]:
+        names = self.options.inputs or refs.data_stages()
+        return self, {n: refs.data(n) for n in names}
+
+    def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+                   skip_bad_rows: bool = False, limit: int | None = None) -> StatsInputs:
+        from reflectkit.data.io import file_sha256
+
+        files = _as_files(input)
+        if not files:
+            raise UserError("stats needs at least one scored file (in a pipeline: an earlier stage with data)")
+        h = hashlib.sha256()
+        for label, p in files:
+            if not p.exists():
+                raise UserError(f"{p}: file not found")
+            if p.is_dir():
+                raise UserError(f"{p}: is a directory, expected a scored file")
+            h.update(f"{label}\0{file_sha256(p)}\0".encode())
+        first = files[0][1]
+        return StatsInputs(path=first, file_format=first.suffix.lstrip(".") or "jsonl", shape="", records=[],
+                           sha256=h.hexdigest(), files=files)
+
+    def estimate(self, records: list[Any]) -> dict[str, Any]:
+        return {"rows": len(records), "oracle_calls": 0}
+
+    def run_task(self, ctx: RunContext) -> dict[str, int]:
+        files = getattr(ctx.dataset, "files", None) or [(str(ctx.dataset.path), ctx.dataset.path)]
+        fmt = self.options.table_format
+        # an earlier pipeline stage may have kept no rows: say so instead of failing on the empty file
+        is_empty = [p.exists() and not p.read_bytes().strip() for _, p in files]
+        empty = list(dict.fromkeys(n for (n, _), e in zip(files, is_empty) if e))
+        paths = [p for (_, p), e in zip(files, is_empty) if not e]
+        if not paths:
+            text, ext = f"No statistics: the inputs ({', '.join(n for n, _ in files)}) have no rows.\n", "md"
+        else:
+            text, ext = stats_table(paths, fmt, variant=self.options.variant), EXTENSIONS[fmt]
+            if empty and fmt == "markdown":
+                text = f"{text}\n\n(no rows in: {', '.join(empty)})\n"
+        # -o FILE: the table goes there (relative to the working directory), else stats.<ext> in the run directory
+        ctx.write_file("stats", Path(ctx.output).absolute() if ctx.output is not None else f"stats.{ext}", text)
+        ctx.state.update(table=text, inputs=[str(p) for p in paths], empty_inputs=empty)
+        return {"inputs": len(paths), "empty_inputs": len(empty)}
+
+    def details(self, ctx: RunContext) -> dict[str, Any]:
+        """``summary.table`` (the text written to ``summary.stats``), ``summary.inputs``, ``summary.empty_inputs``."""
+        return {k: ctx.state[k] for k in ("table", "inputs", "empty_inputs") if k in ctx.state}
+
+    def summary_lines(self, summary: Any) -> list[str]:
+        return str(summary.details.get("table", "")).splitlines()
+
+
+__all__ = ["COLUMNS", "FORMATS", "StatsInputs", "StatsOptions", "StatsStep", "file_stats", "stats_table"]

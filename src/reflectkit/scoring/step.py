@@ -1,32 +1,100 @@
-"""``score`` as a batched engine Step (resumable, streaming: one ``batch_size`` chunk of rows at a time)."""
+"""``score`` as a batched engine step (resumable, streaming: one ``batch_size`` chunk of rows at a time).
+
+The student's weights are loaded lazily, once per process (:func:`_load`), by the first batch that needs them:
+never when the step is built, so ``--dry-run`` needs no model and the step pickles.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import field_validator
 
 from reflectkit.data.record import Record
-from reflectkit.engine.step import RowResult
+from reflectkit.engine.step import BatchStep, ModelRole, RowResult, RunContext, StepOptions, estimate_tokens, option
 from reflectkit.errors import UserError
-from reflectkit.prompts import load_prompt_set
+from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.scoring.metrics import missing_reason
-from reflectkit.scoring.scorer import Scorer, Triple
+from reflectkit.scoring.wrappers import PROMPTS
+
+if TYPE_CHECKING:  # pragma: no cover - the scorer imports torch: only when a batch is scored
+    from reflectkit.scoring.scorer import Scorer
+
+Triple = tuple[str, str, str]
 
 SCORED = "scored"
 PARTIAL = "partial"
 SKIPPED = "skipped"
 VARIANTS = ("original", "instruction", "response", "both")
+DEFAULT_BATCH_SIZE = 32
 
 
-@dataclass
-class ScoreConfig:
-    student: str = "embedded"
-    prompt: str = "vicuna"
-    max_length: int = 2048
-    variants: list[str] | None = None  # None: every variant present in the input; []: none
-    coherence: bool = True
+def parse_variants(value: Any) -> str:
+    """The canonical spelling of a ``variants`` value: ``all``, ``none`` or a comma list of variant names.
+
+    Accepts the CLI's text (``all``, ``none``, ``original,both``) and the Python API's values (None: all present;
+    ``[]``: none; a list of names)."""
+    if value is None:
+        return "all"
+    if isinstance(value, (list, tuple)):
+        names = [str(v).strip().lower() for v in value if str(v).strip()]
+        if not names:
+            return "none"
+        if names in (["all"], ["none"]):
+            return names[0]
+    elif isinstance(value, str):
+        t = value.strip().lower()
+        if t in ("all", "none"):
+            return t
+        names = [v.strip() for v in t.split(",") if v.strip()]
+        if not names:
+            raise UserError("--variants: expected all, none, or variant names separated by commas (e.g. original,both)")
+    else:
+        raise UserError(f"--variants: expected all, none or a list of variant names, got {value!r}")
+    for v in names:
+        if v not in VARIANTS:
+            raise UserError(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}, 'all' or 'none'")
+    return ",".join(dict.fromkeys(names))
+
+
+class ScoreOptions(StepOptions):
+    """The options of ``score``. ``variants`` also takes, from Python, None (all), [] (none) or a list of names;
+    it is stored as ``all``, ``none`` or a comma list."""
+
+    max_length: int = option(2048, "Truncate as the reference does (tokens).", ge=8)
+    prompt: Literal["vicuna", "alpaca", "chat"] = option(
+        "vicuna", "Student prompt wrapper: vicuna (paper default), alpaca or chat.")
+    variants: str = option("all", "Recycle variants to score: all, none, or e.g. original,both.")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "Rows per batch (and per ledger commit).", ge=1, fingerprint=False)
+    token_budget: int = option(4096, "Padded tokens per forward micro-batch.", ge=64, fingerprint=False)
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda if present).", fingerprint=False)
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice; 1 is often fastest on a busy "
+                                 "machine).", ge=1, fingerprint=False)
+    coherence: bool = option(True, "Compute the Sentence-BERT coherence score (--no-coherence skips it).")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _known_prompt(cls, v: Any) -> Any:
+        if v not in PROMPTS:
+            raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, got {v!r}")
+        return v
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variants(cls, v: Any) -> str:
+        return parse_variants(v)
+
+    @property
+    def variant_list(self) -> list[str] | None:
+        """None: every variant present in the input; []: none; else those names."""
+        if self.variants == "all":
+            return None
+        if self.variants == "none":
+            return []
+        return self.variants.split(",")
 
 
 def row_variants(rec: Record) -> dict[str, Any]:
@@ -57,87 +125,121 @@ def _load(hf_dir: Path, device: str) -> tuple[Any, Any]:
     return _LOADED[key]
 
 
-class ScoreStep:
-    """Per-row student scores (IFD, r-IFD, perplexities, coherence, gzip ratio) under ``reflectkit.score``."""
+class ScoreStep(BatchStep[ScoreOptions]):
+    """Score rows with a student model: IFD, r-IFD, perplexities, coherence, gzip ratio (Cherry LLM, Selective
+    Reflection-Tuning).
+
+    Scores go under ``reflectkit.score`` of each output row; with ``recycle --phase all`` inputs, each variant's
+    scores go under ``reflectkit.score.variants.<name>``. ``threads`` sets torch's (process-wide) CPU thread count.
+    Resumable: re-running with the same arguments continues where a killed run stopped.
+    """
 
     name = "score"
+    Options = ScoreOptions
+    model_roles = {"student": ModelRole("student", "'embedded' (SmolLM2-135M-Instruct), a local HF model dir or a "
+                                        ".gguf.")}
+    code = ("scoring", "student.py", "embed.py", "prompts/scoring")
 
-    def __init__(self, cfg: ScoreConfig, *, cache_dir: Path | None = None, device: str | None = None,
-                 batch_size: int = 64, token_budget: int = 4096) -> None:
-        from reflectkit.scoring.wrappers import PROMPTS
-        from reflectkit.student import ENV_STUDENT_CACHE, default_dtype, pick_device, resolve_student
+    @cached_property
+    def prompt_set(self) -> PromptSet:
+        return load_prompt_set("scoring", "paper")
 
-        if cfg.prompt not in PROMPTS:
-            raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, got {cfg.prompt!r}")
-        if cfg.max_length < 8:
-            raise UserError(f"--max-length must be at least 8, got {cfg.max_length}")
-        for v in cfg.variants or []:
-            if v not in VARIANTS:
-                raise UserError(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}, 'all' or 'none'")
-        self.cfg = cfg
-        self.cache_dir = cache_dir
-        self.device = pick_device(device)
-        self.dtype = str(default_dtype(self.device)).replace("torch.", "")
-        self.batch_size = batch_size
-        self.token_budget = token_budget
-        # REFLECTKIT_STUDENT_CACHE, when set, says where converted students live (shared across cache dirs).
-        self.info = resolve_student(cfg.student, cache_dir=None if os.environ.get(ENV_STUDENT_CACHE) else cache_dir)
-        self.prompt_set = load_prompt_set("scoring", "paper")
-        self._scorer: Scorer | None = None
+    @cached_property
+    def device(self) -> str:
+        """The torch device (a bad ``--device`` is a UserError here, before any model is loaded)."""
+        from reflectkit.student import pick_device
 
-    # ------------------------------------------------------------------ Step protocol
+        return pick_device(self.options.device)
+
+    @cached_property
+    def dtype(self) -> str:
+        from reflectkit.student import default_dtype
+
+        return str(default_dtype(self.device)).replace("torch.", "")
+
+    # ------------------------------------------------------------------ Step contract
+    def rows_per_batch(self) -> int:
+        return self.options.batch_size
+
     def config(self) -> dict[str, Any]:
-        # a GGUF is identified by its sha256 (its path and conversion dir vary by machine); an HF dir by its path
-        drop = ("path", "hf_dir") if "gguf_sha256" in self.info.identity else ()
-        ident = {k: v for k, v in self.info.identity.items() if k not in drop}
-        return {**asdict(self.cfg), "student": ident, "dtype": self.dtype, "prompt_set_sha256": self.prompt_set.sha256}
+        return {**self.options.fingerprint_dict(), "dtype": self.dtype, "prompt_set_sha256": self.prompt_set.sha256}
 
-    def models(self) -> dict[str, Any]:
-        return {}
+    def estimate(self, records: list[Record]) -> dict[str, Any]:
+        triples = 0
+        tokens = 0
+        for rec in records:
+            ts = [(rec.instruction, rec.input, rec.output), *(t for t in self._wanted(rec).values() if t is not None)]
+            for t in dict.fromkeys(ts):
+                if t[2].strip():
+                    triples += 1
+                    tokens += 2 * sum(estimate_tokens(x) for x in t if x)
+        return {"rows": len(records), "texts_to_score": triples, "student_forward_passes": 4 * triples,
+                "student_tokens": tokens, "oracle_calls": 0}
 
-    def manifest_extra(self) -> dict[str, Any]:
-        return {"student": {**self.info.identity, "device": self.device, "dtype": self.dtype},
-                "scoring": {"batch_size": self.batch_size, "token_budget": self.token_budget}}
+    async def setup(self, ctx: RunContext) -> None:
+        from reflectkit.student import ENV_STUDENT_CACHE, resolve_student
 
-    @property
-    def scorer(self) -> Scorer:
-        if self._scorer is None:
-            model, tok = _load(self.info.hf_dir, self.device)
-            self._scorer = Scorer(model, tok, prompt=self.cfg.prompt, max_length=self.cfg.max_length,
-                                  token_budget=self.token_budget, cache_dir=self.cache_dir, coherence=self.cfg.coherence)
-        return self._scorer
+        if self.options.threads:  # process-wide: torch has one intra-op pool
+            import torch
+
+            torch.set_num_threads(self.options.threads)
+        spec = ctx.model("student")
+        # REFLECTKIT_STUDENT_CACHE, when set, says where converted students live (shared across cache dirs).
+        cache = None if os.environ.get(ENV_STUDENT_CACHE) else ctx.cache_dir
+        ctx.state["student"] = resolve_student(spec.student_ref(), cache_dir=cache)
+
+    def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
+        info = ctx.state.get("student")
+        out: dict[str, Any] = {"scoring": {"batch_size": self.options.batch_size,
+                                           "token_budget": self.options.token_budget}}
+        if info is not None:
+            out["student"] = {**info.identity, "device": self.device, "dtype": self.dtype}
+        return out
+
+    def scorer(self, ctx: RunContext) -> "Scorer":
+        """The run's scorer; the first call loads the student (once per process)."""
+        if "scorer" not in ctx.state:
+            from reflectkit.scoring.scorer import Scorer
+
+            info = ctx.state["student"]
+            model, tok = _load(info.hf_dir, self.device)
+            o = self.options
+            ctx.state["scorer"] = Scorer(model, tok, prompt=o.prompt, max_length=o.max_length,
+                                         token_budget=o.token_budget, cache_dir=ctx.cache_dir, coherence=o.coherence)
+        return ctx.state["scorer"]
 
     def _wanted(self, rec: Record) -> dict[str, Triple | None]:
         vs = row_variants(rec)
-        names = [n for n in VARIANTS if n in vs] if self.cfg.variants is None else [n for n in self.cfg.variants if n in vs]
+        chosen = self.options.variant_list
+        names = [n for n in VARIANTS if n in vs] if chosen is None else [n for n in chosen if n in vs]
         return {n: _triple(vs[n]) for n in names}
 
-    def process_batch(self, recs: list[Record]) -> list[RowResult]:
+    def process_batch(self, records: list[Record], ctx: RunContext) -> list[RowResult]:
         uniq: dict[Triple, int] = {}
         per_row: list[tuple[Triple, dict[str, Triple | None]]] = []
-        for rec in recs:
+        for rec in records:
             own = (rec.instruction, rec.input, rec.output)
             wanted = self._wanted(rec)
             per_row.append((own, wanted))
             for t in [own, *wanted.values()]:
                 if t is not None and t not in uniq:
                     uniq[t] = len(uniq)
-        scorer = self.scorer  # load errors are the user's (bad --student/--device), not the rows': raise them here
+        scorer = self.scorer(ctx)  # load errors are the user's (bad --student/--device), not the rows': raise them here
         try:
             scores = scorer.score(list(uniq))
         except (UserError, KeyboardInterrupt, MemoryError):
             raise
         except Exception:  # one bad row must not sink its batch: score row by row, record the failures
-            return [self._one(rec, own, wanted) for rec, (own, wanted) in zip(recs, per_row)]
-        return [self._result(rec, own, wanted, scores, uniq) for rec, (own, wanted) in zip(recs, per_row)]
+            return [self._one(rec, own, wanted, scorer) for rec, (own, wanted) in zip(records, per_row)]
+        return [self._result(rec, own, wanted, scores, uniq) for rec, (own, wanted) in zip(records, per_row)]
 
-    def _one(self, rec: Record, own: Triple, wanted: dict[str, Triple | None]) -> RowResult:
+    def _one(self, rec: Record, own: Triple, wanted: dict[str, Triple | None], scorer: "Scorer") -> RowResult:
         uniq: dict[Triple, int] = {}
         for t in [own, *wanted.values()]:
             if t is not None and t not in uniq:
                 uniq[t] = len(uniq)
         try:
-            scores = self.scorer.score(list(uniq))
+            scores = scorer.score(list(uniq))
         except (UserError, KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:
@@ -165,3 +267,6 @@ class ScoreStep:
             return RowResult(SKIPPED, "empty response: nothing to score", rk=rk)
         reason = missing_reason(own_score)
         return RowResult(PARTIAL if reason else SCORED, reason, rk=rk)
+
+
+__all__ = ["ScoreOptions", "ScoreStep", "DEFAULT_BATCH_SIZE", "VARIANTS", "parse_variants", "row_variants"]

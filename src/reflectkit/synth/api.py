@@ -1,58 +1,41 @@
-"""Python API for synthesis: the same function the CLI calls."""
+"""Python API for synthesis: the function ``reflectkit synthesize`` calls, derived from :class:`SynthStep`.
+
+Verification statistics are in ``summary.manifest["synthesis"]`` (also ``summary.synthesis``: ``verification_rate``,
+``attempts_per_verified``, ``oracle_calls_per_verified``); dropped rows and their reasons in
+``summary.files["rejected"]``.
+
+>>> from reflectkit.synth.api import synthesize
+>>> s = synthesize("gsm8k_train.jsonl", "refl.jsonl", answer_field="answer", limit=20)  # doctest: +SKIP
+
+``format`` is the answer format (``reflection`` or ``plain-cot``) and ``max_attempts`` the samples per row, as
+in pipeline files (their option names are ``answer_format`` and ``attempts``, the CLI's ``--format`` and
+``--attempts``); the record shape is ``shape``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
+from typing import Any
 
-from reflectkit.data.io import read_dataset
-from reflectkit.engine.run import RunSummary, run_step
-from reflectkit.llm.cache import ResponseCache
-from reflectkit.llm.factory import ModelSpec, build_chat_model
-from reflectkit.synth.inputs import auto_mapping
-from reflectkit.synth.step import SynthConfig, SynthStep
+from reflectkit.engine.api import api_function
+from reflectkit.synth.step import SynthStep
+
+_synthesize = api_function(SynthStep)
+
+#: keywords of this function that are other spellings of an option (``format`` is plumbing for other steps)
+_ALIASES = {"format": "answer_format", "max_attempts": "attempts"}
 
 
-def synthesize(
-    input: str | Path,
-    output: str | Path | None,
-    *,
-    format: str = "reflection",
-    oracle: ModelSpec | None = None,
-    answer_field: str | None = None,
-    checker: str = "numeric",
-    max_attempts: int = 4,
-    keep_unverified: bool = False,
-    temperature: float = 0.7,
-    first_temperature: float = 0.0,
-    max_tokens: int = 1024,
-    prompt_set: str = "paper",
-    system_prompt: str | None = None,
-    run_dir: str | Path | None = None,
-    limit: int | None = None,
-    concurrency: int = 8,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    shape: str | None = None,
-    mapping: dict[str, str] | None = None,
-    skip_bad_rows: bool = False,
-    progress: bool = False,
-    restart: bool = False,
-) -> RunSummary:
-    """Synthesize Reflection-format (or plain-CoT) answers, validated and verified against references.
+def synthesize(*args: Any, **kwargs: Any) -> Any:
+    for old, new in _ALIASES.items():
+        if old in kwargs:
+            if new in kwargs:
+                raise TypeError(f"synthesize() got both {old!r} and {new!r}")
+            kwargs[new] = kwargs.pop(old)
+    return _synthesize(*args, **kwargs)
 
-    Verification statistics are in ``summary.manifest["synthesis"]`` (``verification_rate``,
-    ``attempts_per_verified``, ``oracle_calls_per_verified``).
 
-    >>> from reflectkit.synth.api import synthesize
-    >>> s = synthesize("gsm8k_train.jsonl", "refl.jsonl", answer_field="answer", limit=20)  # doctest: +SKIP
-    """
-    m = auto_mapping(input, mapping)
-    ds = read_dataset(input, format=shape, mapping=m, skip_bad_rows=skip_bad_rows, require_output=False).limit(limit)
-    cfg = SynthConfig(format=format, answer_field=answer_field, checker=checker, max_attempts=max_attempts,  # type: ignore[arg-type]
-                      keep_unverified=keep_unverified, temperature=temperature, first_temperature=first_temperature,
-                      max_tokens=max_tokens, prompt_set=prompt_set, system_prompt=system_prompt)
-    cache = ResponseCache(cache_dir) if use_cache else None
-    model = build_chat_model(oracle or ModelSpec(), cache=cache, concurrency=concurrency)
-    step = SynthStep(model, cfg)
-    return run_step(step, ds, output=Path(output) if output else None, run_dir=Path(run_dir) if run_dir else None,
-                    concurrency=concurrency, progress=progress, restart=restart)
+synthesize.__doc__ = _synthesize.__doc__
+synthesize.__signature__ = inspect.signature(_synthesize)  # type: ignore[attr-defined]
+
+__all__ = ["synthesize"]

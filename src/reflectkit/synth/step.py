@@ -1,6 +1,6 @@
 """The ``synth`` step: ask the oracle for a Reflection-format (or plain-CoT) answer, validate it, verify it.
 
-Per row, up to ``max_attempts`` samples are drawn. Attempt 0 uses ``first_temperature`` (default 0, greedy);
+Per row, up to ``attempts`` samples are drawn. Attempt 0 uses ``first_temperature`` (default 0, greedy);
 every retry uses ``temperature`` (> 0) with its own seed (``seed_base + attempt``), so each attempt is its own
 cache entry and a resumed run replays exactly the same samples. An attempt fails when its structure is invalid
 (see :mod:`reflectkit.synth.reflection_format`) or, when the row has a reference answer, when the final answer
@@ -22,18 +22,22 @@ Dropped rows stay in the ledger and the manifest counts, and are listed with the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Iterable, Literal
+
+from pydantic import AliasChoices, field_validator, model_validator
 
 from reflectkit.data.record import Record
-from reflectkit.engine.step import FAILED, RowResult, estimate_tokens
+from reflectkit.engine.step import (FAILED, ModelRole, ResultReader, RowResult, RowStep, RunContext, StepOptions,
+                                    estimate_tokens, option)
 from reflectkit.errors import UserError
 from reflectkit.llm.base import Message, SamplingParams
-from reflectkit.llm.cache import CachedChatModel
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.synth.reflection_format import validate
 from reflectkit.synth.verify import CHECKERS, Checker, check, reference_from_value
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reflectkit.data.io import Dataset
 
 Format = Literal["reflection", "plain-cot"]
 FORMATS: tuple[str, ...] = ("reflection", "plain-cot")
@@ -41,51 +45,102 @@ VERIFIED, VALID, UNVERIFIED, NO_REFERENCE, MALFORMED = "verified", "valid", "unv
 _SYSTEM_KEY = {"reflection": "reflection.system", "plain-cot": "plain_cot.system"}
 
 
-@dataclass
-class SynthConfig:
-    format: Format = "reflection"
-    answer_field: str | None = None
-    checker: Checker = "numeric"
-    max_attempts: int = 4
-    keep_unverified: bool = False
-    temperature: float = 0.7
-    first_temperature: float = 0.0
-    top_p: float = 0.95
-    seed_base: int = 0
-    max_tokens: int = 1024
-    prompt_set: str = "paper"
-    system_prompt: str | None = None  # overrides the prompt set's system prompt
+class SynthOptions(StepOptions):
+    """The options of ``synthesize``. ``answer_format`` is also accepted as ``format`` and ``attempts`` as
+    ``max_attempts`` (their names in pipeline files and in :func:`reflectkit.synth.api.synthesize`): on the command
+    line ``--format`` is the answer format, ``--max-attempts`` the attempts per oracle *request*, and the record
+    shape is ``--shape``."""
 
-    def validate(self) -> None:
-        if self.format not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.checker not in CHECKERS:
-            raise UserError(f"--checker must be one of {', '.join(CHECKERS)}, got {self.checker!r}")
-        if self.max_attempts < 1:
-            raise UserError(f"--attempts must be >= 1, got {self.max_attempts}")
-        if self.max_attempts > 1 and self.temperature <= 0:
+    answer_format: Format = option("reflection", "reflection (<thinking>/<reflection>/<output>) or plain-cot.",
+                                   flag="--format", validation_alias=AliasChoices("answer_format", "format"))
+    answer_field: str | None = option(None, "Column with the reference answer (GSM8K: answer). Enables verification.")
+    checker: Checker = option("numeric", "numeric (GSM8K-style numbers) or exact (case/space-insensitive match).")
+    attempts: int = option(4, "Samples per row before it is recorded as malformed/unverified.", ge=1,
+                           validation_alias=AliasChoices("attempts", "max_attempts"))
+    keep_unverified: bool = option(False, "Write well-formed rows whose answer never matched (status unverified).")
+    temperature: float = option(0.7, "Temperature of retries (each retry has its own seed).", ge=0)
+    first_temperature: float = option(0.0, "Temperature of the first attempt.", ge=0)
+    top_p: float = option(0.95, "Nucleus sampling of sampled attempts (greedy attempts use 1).", gt=0, le=1)
+    seed_base: int = option(0, "Seed of attempt 0; attempt i uses seed_base + i.")
+    max_tokens: int = option(1024, "Oracle max_tokens per sample.", ge=1)
+    prompt_set: str = option("paper", "'paper' (Reflection 70B system prompt, verbatim) or a directory.")
+    system_prompt: str | None = option(None, "Use this system prompt instead of the prompt set's.")
+    shape: str | None = option(None, "Record shape: alpaca, messages or sharegpt (auto-detected).")
+
+    @field_validator("answer_format", mode="before")
+    @classmethod
+    def _known_format(cls, v: Any) -> Any:
+        if v not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {v!r}")
+        return v
+
+    @field_validator("checker", mode="before")
+    @classmethod
+    def _known_checker(cls, v: Any) -> Any:
+        if v not in CHECKERS:
+            raise UserError(f"--checker must be one of {', '.join(CHECKERS)}, got {v!r}")
+        return v
+
+    @field_validator("prompt_set")
+    @classmethod
+    def _known_set(cls, v: str) -> str:
+        load_prompt_set("synth", v)  # a UserError naming the built-in sets
+        return v
+
+    @model_validator(mode="after")
+    def _retries_sample(self) -> "SynthOptions":
+        if self.attempts > 1 and self.temperature <= 0:
             raise UserError(f"--temperature must be > 0 for retries (got {self.temperature}); retries need new samples")
+        return self
 
 
-class SynthStep:
-    """Reflection-format data synthesis with structure validation and answer verification, as an engine Step."""
+class SynthStep(RowStep[SynthOptions]):
+    """Synthesize Reflection-70B-format (or plain-CoT) answers, validated and verified against reference answers."""
 
-    name = "synth"
+    name = "synthesize"
+    output_key = "synth"
+    Options = SynthOptions
+    model_roles = {"oracle": ModelRole("chat", "The oracle that writes the answers", prefix="--oracle-")}
+    code = ("synth", "prompts/synth")
+    require_output = False
+    input_help = "Dataset file: JSONL, JSON array, Parquet or CSV (GSM8K question/answer rows work as is)."
+    # --format is the answer format here; the record shape is --shape (an option)
+    cli_plumbing = ("run_dir", "limit", "dry_run", "restart", "map", "skip_bad_rows", "quiet")
 
-    def __init__(self, oracle: CachedChatModel, config: SynthConfig | None = None) -> None:
-        self.oracle = oracle
-        self.cfg = config or SynthConfig()
-        self.cfg.validate()
-        self.prompt_set: PromptSet = load_prompt_set("synth", self.cfg.prompt_set)
-        self.system = self.cfg.system_prompt if self.cfg.system_prompt is not None else self.prompt_set[_SYSTEM_KEY[self.cfg.format]]
-        self.stats: dict[str, Any] = {}
+    @property
+    def cfg(self) -> SynthOptions:
+        return self.options
 
-    # ----------------------------------------------------------------- Step protocol
-    def models(self) -> dict[str, CachedChatModel]:
-        return {"oracle": self.oracle}
+    @cached_property
+    def prompt_set(self) -> PromptSet:
+        return load_prompt_set("synth", self.options.prompt_set)
+
+    @cached_property
+    def system(self) -> str:
+        if self.options.system_prompt is not None:
+            return self.options.system_prompt
+        return self.prompt_set[_SYSTEM_KEY[self.options.answer_format]]
+
+    # ----------------------------------------------------------------- Step contract
+    def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+                   skip_bad_rows: bool = False, limit: int | None = None) -> "Dataset":
+        """The input file (GSM8K ``question`` columns map to the instruction without ``--map``); with
+        ``answer_field``, at least one row must have that field."""
+        from reflectkit.data.io import read_dataset
+        from reflectkit.synth.inputs import auto_mapping
+
+        if input is None:
+            raise UserError(f"{self.name} needs an input dataset")
+        ds = read_dataset(input, format=self.options.shape or format, mapping=auto_mapping(input, mapping),
+                          skip_bad_rows=skip_bad_rows, require_output=False).limit(limit)
+        field_ = self.options.answer_field
+        if field_ and not any(field_ in r.raw for r in ds.records):
+            raise UserError(f"--answer-field {field_!r}: no row of {input} has that field")
+        return ds
 
     def config(self) -> dict[str, Any]:
-        return {**asdict(self.cfg), "system_prompt": self.system, "prompt_set_sha256": self.prompt_set.sha256}
+        return {**self.options.fingerprint_dict(), "system_prompt": self.system,
+                "prompt_set_sha256": self.prompt_set.sha256}
 
     def sampling(self, attempt: int) -> SamplingParams:
         temp = self.cfg.first_temperature if attempt == 0 else self.cfg.temperature
@@ -98,12 +153,22 @@ class SynthStep:
         return msgs + [{"role": "user", "content": user}]
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
+        """One attempt per row at least, ``attempts`` at most (``oracle_calls``/``prompt_tokens`` are the upper
+        bounds, as every step's estimate gives them)."""
         prompt = sum(sum(estimate_tokens(m["content"]) for m in self.messages(r)) for r in records)
-        return {"rows": len(records), "oracle_calls_min": len(records), "oracle_calls_max": len(records) * self.cfg.max_attempts,
-                "prompt_tokens_min": prompt, "max_completion_tokens": len(records) * self.cfg.max_attempts * self.cfg.max_tokens}
+        n, k = len(records), self.cfg.attempts
+        return {"rows": n, "oracle_calls_min": n, "oracle_calls_max": n * k, "oracle_calls": n * k,
+                "prompt_tokens_min": prompt, "prompt_tokens": prompt * k, "max_completion_tokens": n * k * self.cfg.max_tokens}
 
-    def manifest_extra(self) -> dict[str, Any]:
-        return {"synthesis": self.stats, "sampling": {"first": self.sampling(0).to_dict(), "retries": self.sampling(1).to_dict()}}
+    def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
+        return {"synthesis": ctx.state.get("synthesis", {}),
+                "sampling": {"first": self.sampling(0).to_dict(), "retries": self.sampling(1).to_dict()}}
+
+    def details(self, ctx: RunContext) -> dict[str, Any]:
+        return {"synthesis": ctx.state.get("synthesis", {})}
+
+    def summary_lines(self, summary: Any) -> list[str]:
+        return synthesis_lines(summary.manifest.get("synthesis", {}))
 
     # ----------------------------------------------------------------- per row
     def reference(self, rec: Record) -> tuple[bool, str | None]:
@@ -114,9 +179,10 @@ class SynthStep:
         value = rec.raw.get(field_, rec.extra.get(field_))
         return True, reference_from_value(value, self.cfg.checker)
 
-    async def process(self, rec: Record) -> RowResult:
+    async def process(self, rec: Record, ctx: RunContext) -> RowResult:
+        oracle = ctx.model("oracle")
         wanted, ref = self.reference(rec)
-        base: dict[str, Any] = {"format": self.cfg.format, "oracle": self.oracle.cache_identity,
+        base: dict[str, Any] = {"format": self.cfg.answer_format, "oracle": oracle.cache_identity,
                                 "prompt_set": self.prompt_set.version, "original": {"output": rec.output}}
         if wanted:
             base.update({"checker": self.cfg.checker, "answer_field": self.cfg.answer_field, "reference": ref})
@@ -127,13 +193,13 @@ class SynthStep:
         log: list[dict[str, Any]] = []
         best: tuple[str, Any] | None = None  # last well-formed (text, FormatCheck) that did not verify
         msgs = self.messages(rec)
-        for attempt in range(self.cfg.max_attempts):
+        for attempt in range(self.cfg.attempts):
             params = self.sampling(attempt)
-            res = await self.oracle.chat(msgs, params, prompt_version=self.prompt_set.version)
+            res = await oracle.chat(msgs, params, prompt_version=self.prompt_set.version)
             tokens["prompt"] += res.prompt_tokens
             tokens["completion"] += res.completion_tokens
             entry: dict[str, Any] = {"seed": params.seed, "temperature": params.temperature}
-            fc = validate(res.text, self.cfg.format)
+            fc = validate(res.text, self.cfg.answer_format)
             if not fc.ok:
                 reason = fc.reason or "malformed"
                 if res.truncated:
@@ -153,7 +219,7 @@ class SynthStep:
                 return self._done(VERIFIED, None, res.text, fc, base, log, tokens)
             log.append({**entry, "result": "mismatch", "predicted": verdict.predicted})
             best = (res.text, fc)
-        n = self.cfg.max_attempts
+        n = self.cfg.attempts
         if best is not None:
             last_pred = next(e.get("predicted") for e in reversed(log) if e["result"] == "mismatch")
             reason = f"answer did not match the reference {ref!r} in {n} attempts (last: {last_pred!r})"
@@ -171,27 +237,41 @@ class SynthStep:
                          prompt_tokens=tokens["prompt"], completion_tokens=tokens["completion"])
 
     # ----------------------------------------------------------------- after all rows
-    def finalize(self, records: list[Record], ledger: Any, run_dir: Path) -> None:
-        self.stats = synthesis_stats(ledger)
-        rejected = []
-        for idx, rid, status, res in ledger.iter_results():
-            if res.get("drop") or status == FAILED:
-                rejected.append({"index": idx, "id": rid, "status": status, "reason": res.get("reason"),
-                                 "attempts": (res.get("rk") or {}).get("attempts")})
-        path = run_dir / "synth_rejected.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected), encoding="utf-8")
-        self.stats["rejected_file"] = str(path)
+    def finish(self, ctx: RunContext, results: ResultReader) -> None:
+        """Statistics from the ledger (deterministic across resumes) and the dropped rows with their reasons."""
+        pairs = list(results)
+        stats = synthesis_stats((res.status, res) for _rec, res in pairs)
+        rejected = [{"index": rec.index, "id": rec.id, "status": res.status, "reason": res.reason,
+                     "attempts": res.rk.get("attempts")}
+                    for rec, res in pairs if res.drop or res.status == FAILED]
+        path = ctx.write_file("rejected", "synth_rejected.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+        stats["rejected_file"] = str(path)
+        ctx.state["synthesis"] = stats
 
 
-def synthesis_stats(ledger: Any) -> dict[str, Any]:
-    """Verification rate and attempts per verified example, from the ledger (deterministic across resumes)."""
+def synthesis_lines(stats: dict[str, Any]) -> list[str]:
+    """What the CLI prints after the run summary."""
+    lines = []
+    rate = stats.get("verification_rate")
+    if stats.get("rows_checked"):
+        lines.append(f"  verified {stats['verified']}/{stats['rows_checked']} rows with a reference "
+                     f"(rate {rate:.3f}); attempts per verified example: {stats.get('attempts_per_verified')}; "
+                     f"oracle calls per verified example: {stats.get('oracle_calls_per_verified')}")
+    if stats.get("rejected_file"):
+        lines.append(f"  dropped rows and reasons: {stats['rejected_file']}")
+    return lines
+
+
+def synthesis_stats(results: Iterable[tuple[str, RowResult]]) -> dict[str, Any]:
+    """Verification rate and attempts per verified example, from ``(status, result)`` of every row."""
     counts: dict[str, int] = {}
     attempts_total = 0
     attempts_verified: list[int] = []
     checked = 0
-    for _idx, _rid, status, res in ledger.iter_results():
+    for status, res in results:
         counts[status] = counts.get(status, 0) + 1
-        rk = res.get("rk") or {}
+        rk = res.rk or {}
         n = int(rk.get("attempts") or 0)
         if rk.get("reference") is not None and status in (VERIFIED, UNVERIFIED, MALFORMED):
             checked += 1

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reflectkit.data.io import read_dataset
 from reflectkit.errors import UserError
 from reflectkit.synth.inputs import auto_mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reflectkit.data.io import Dataset
 
 IGNORE = -100
 REFLECTION_OPEN = "<reflection>"
@@ -40,15 +43,19 @@ class LoadedData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def load_conversations(path: str | Path, *, mapping: dict[str, str] | None = None, shape: str | None = None,
-                       system_prompt: str | None = None, limit: int | None = None) -> LoadedData:
-    """Read DATA (any reflectkit-readable file) into single-turn conversations.
+def read_training_data(path: str | Path, *, mapping: dict[str, str] | None = None, shape: str | None = None,
+                       skip_bad_rows: bool = False, limit: int | None = None) -> "Dataset":
+    """Read DATA (any reflectkit-readable file; GSM8K ``question``/``answer`` rows map without ``--map``)."""
+    m = auto_mapping(path, mapping, output_from_answer=True)
+    return read_dataset(path, format=shape, mapping=m, skip_bad_rows=skip_bad_rows, require_output=False).limit(limit)
+
+
+def conversations_from_dataset(ds: "Dataset", *, system_prompt: str | None = None) -> LoadedData:
+    """Single-turn conversations from the rows of ``ds``.
 
     A row's own system message is used; ``system_prompt`` replaces it when given. Rows without an answer, and
     rows that synthesis recorded as failed/malformed, are skipped and counted.
     """
-    m = auto_mapping(path, mapping, output_from_answer=True)
-    ds = read_dataset(path, format=shape, mapping=m, require_output=False).limit(limit)
     convs: list[Conversation] = []
     skipped: dict[str, int] = {}
     for rec in ds.records:
@@ -65,8 +72,15 @@ def load_conversations(path: str | Path, *, mapping: dict[str, str] | None = Non
             {"role": "user", "content": user}, {"role": "assistant", "content": rec.output}]
         convs.append(Conversation(msgs, rec.id))
     if not convs:
-        raise UserError(f"{path}: no trainable rows (every row lacks an answer or was rejected by synthesis: {skipped})")
-    return LoadedData(convs, Path(path), ds.sha256, skipped)
+        raise UserError(f"{ds.path}: no trainable rows (every row lacks an answer or was rejected by synthesis: {skipped})")
+    return LoadedData(convs, Path(ds.path), ds.sha256, skipped)
+
+
+def load_conversations(path: str | Path, *, mapping: dict[str, str] | None = None, shape: str | None = None,
+                       system_prompt: str | None = None, limit: int | None = None) -> LoadedData:
+    """Read DATA into single-turn conversations (:func:`read_training_data`, then :func:`conversations_from_dataset`)."""
+    ds = read_training_data(path, mapping=mapping, shape=shape, limit=limit)
+    return conversations_from_dataset(ds, system_prompt=system_prompt)
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:

@@ -1,0 +1,158 @@
+"""The Python API, derived from the registry: one function runs any step, and each step gets a function of its own
+with its options as keywords (``reflectkit.recycle.api.recycle`` is ``api_function(RecycleStep)``).
+
+The CLI calls exactly these functions, and pipelines call :func:`run` too, so the three surfaces validate options
+with the same model and the same messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from pydantic import ValidationError
+
+from reflectkit.data.io import Dataset, read_dataset
+from reflectkit.engine.run import Run, RunSummary
+from reflectkit.engine.step import Step
+from reflectkit.errors import UserError
+
+#: Keywords every step function takes besides its options and model roles.
+PLUMBING: dict[str, Any] = {
+    "run_dir": None,
+    "limit": None,
+    "concurrency": 8,
+    "cache_dir": None,
+    "use_cache": True,
+    "cache_only": False,
+    "format": None,
+    "mapping": None,
+    "skip_bad_rows": False,
+    "progress": False,
+    "restart": False,
+    "clients": None,
+    "gate_failed": False,
+}
+
+
+def validation_message(exc: ValidationError, label: Callable[[str], str] = lambda f: f) -> str:
+    """One line for the first problem of a pydantic error, naming the option as its surface spells it
+    (``--max-tokens`` on the CLI, ``max_tokens`` in Python, ``file.yaml:7: stages[0].options.max_tokens``)."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))]
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown option"
+    elif err["type"] == "missing":
+        msg = "required option is missing"
+    name = label(loc[0]) if loc else "options"
+    more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+    return f"{name}: {msg}{more}"
+
+
+def make_step(step_cls: type[Step[Any]], options: Mapping[str, Any], models: Mapping[str, Any] | None = None,
+              *, label: Callable[[str], str] = lambda f: f) -> Step[Any]:
+    """Validate ``options`` with the step's model (UserError naming the option) and build the step."""
+    try:
+        opts = step_cls.Options(**options)
+    except ValidationError as exc:
+        raise UserError(f"{step_cls.name}: {validation_message(exc, label)}") from None
+    return step_cls(opts, models=models)
+
+
+def read_input(step: Step[Any], input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+               skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
+    """The dataset a step runs over: ``step.read_input`` where the step defines its own (an eval set by name, a
+    pair of answer files), else the input file read as a dataset."""
+    custom = getattr(type(step), "read_input", None)
+    if custom is not None:
+        return custom(step, input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows, limit=limit)
+    if input is None:
+        raise UserError(f"{step.name} needs an input dataset")
+    return read_dataset(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows,
+                        require_output=step.require_output).limit(limit)
+
+
+def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str | Path | None = None, *,
+        models: Mapping[str, Any] | None = None, dry_run: bool = False, **kwargs: Any) -> Any:
+    """Run a step (an instance, a class or a registered name) over ``input``; returns its :class:`RunSummary`
+    (with ``dry_run``: the estimate, a dict). Keywords: the step's options (when given a class or name), its
+    model roles in ``models``, and the plumbing in :data:`PLUMBING`."""
+    from reflectkit.engine import registry
+
+    if isinstance(step, str):
+        step = registry.get(step)
+    # a step option named like a plumbing keyword (stats' ``format``) is the option
+    fields = type(step).Options.model_fields if not isinstance(step, type) else step.Options.model_fields
+    plumbing = {k: kwargs.pop(k) for k in list(kwargs) if k in PLUMBING and k not in fields}
+    if isinstance(step, type):
+        step = make_step(step, kwargs, models)
+    elif kwargs:
+        raise TypeError(f"unexpected keyword arguments for a step instance: {', '.join(kwargs)}")
+    p = {**PLUMBING, **plumbing}
+    ds = read_input(step, input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
+                    limit=p["limit"])
+    if dry_run:
+        return step.estimate(ds.records)
+    out = Path(output) if output else None
+    if out is not None and ds.path is not None and out.exists() and out.resolve() == Path(ds.path).resolve():
+        raise UserError(f"-o {out}: the output would overwrite the input file")
+    runner = Run(step, ds, output=out, run_dir=Path(p["run_dir"]) if p["run_dir"] else None,
+                 concurrency=p["concurrency"], progress=p["progress"], restart=p["restart"],
+                 cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None, use_cache=p["use_cache"],
+                 cache_only=p["cache_only"], clients=p["clients"], gate_failed=p["gate_failed"])
+    return asyncio.run(runner.execute())
+
+
+def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Callable[..., Any]:
+    """The Python function of one step: ``fn(input, output=None, *, <options>, <roles>, <plumbing>)``.
+
+    Its signature is derived from the options model (visible to ``help()`` and IDEs); model roles take a
+    :class:`~reflectkit.llm.spec.ModelSpec`, a string (``'embedded'``, a path, a model name) or a dict.
+    """
+    fields = step_cls.Options.model_fields
+    roles = tuple(step_cls.model_roles)
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > 2:
+            raise TypeError(f"{step_cls.name}() takes the input and the output positionally; options are keywords")
+        input = args[0] if args else kwargs.pop(input_name, None)
+        output = args[1] if len(args) > 1 else kwargs.pop("output", None)
+        models = {r: kwargs.pop(r) for r in roles if r in kwargs}
+        unknown = [k for k in kwargs if k not in fields and k not in PLUMBING and k != "dry_run"]
+        if unknown:
+            raise TypeError(f"{step_cls.name}() got unexpected keyword arguments: {', '.join(unknown)}")
+        return run(step_cls, input, output, models=models, **kwargs)
+
+    params = [inspect.Parameter(input_name, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+    for name, f in fields.items():
+        default = f.default if not f.is_required() else inspect.Parameter.empty
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=f.annotation))
+    for r in roles:
+        params.append(inspect.Parameter(r, inspect.Parameter.KEYWORD_ONLY, default=None))
+    for name, default in PLUMBING.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
+    fn.__signature__ = inspect.Signature(params, return_annotation=RunSummary)  # type: ignore[attr-defined]
+    fn.__name__ = fn.__qualname__ = step_cls.name
+    fn.__doc__ = (step_cls.__doc__ or "").strip() + "\n\nOptions: " + ", ".join(fields)
+    return fn
+
+
+def summary_dict(summary: Any) -> dict[str, Any]:
+    """A JSON-clean view of a summary (for ``--json`` and the pipeline's stage records)."""
+    return {"step": summary.step, "run_dir": str(summary.run_dir), "output": str(summary.output) if summary.output else None,
+            "counts": summary.counts, "failed": summary.failed, "rows_in": summary.rows_in, "rows_out": summary.rows_out,
+            "files": {k: str(v) for k, v in summary.files.items()}}
+
+
+def as_list(value: Sequence[Any] | Any | None) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, Path)) else list(value)
+
+
+__all__ = ["run", "api_function", "make_step", "read_input", "validation_message", "PLUMBING", "summary_dict",
+           "as_list"]
