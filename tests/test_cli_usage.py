@@ -11,7 +11,8 @@ from reflectkit.engine import registry
 def _commands() -> list[list[str]]:
     cmds = []
     for name, cls in registry.all_steps().items():
-        cmds.append({"judge": ["judge", "pairwise"], "eval": ["eval", "gsm8k"]}.get(name, [name]))
+        cmds.append({"judge": ["judge", "pairwise"], "judge-bench": ["judge", "bench"],
+                     "eval": ["eval", "gsm8k"]}.get(name, [name]))
     return cmds + [["run"], ["report"], ["cache", "export"]]
 
 
@@ -51,10 +52,10 @@ def test_missing_argument(cmd, cli):
     _one_line_usage_error(cli(*cmd))
 
 
-@pytest.mark.parametrize("cmd", [c for c in _commands() if c[0] in registry.names() and c[0] not in ("eval",)],
+@pytest.mark.parametrize("cmd", [c for c in _commands() if c[0] in registry.names() + ["judge"] and c[0] != "eval"],
                          ids=lambda c: " ".join(c))
 def test_bad_value(cmd, tmp_path, cli):
-    cls = registry.get(cmd[0])
+    cls = registry.get({"judge pairwise": "judge", "judge bench": "judge-bench"}.get(" ".join(cmd), cmd[0]))
     flag = "--limit" if "limit" in cls.cli_plumbing else None
     if flag is None:
         ints = [f for f, fi in cls.Options.model_fields.items() if fi.annotation in (int, "int")]
@@ -95,4 +96,4 @@ def test_option_bounds_are_the_same_message_on_cli_api_and_yaml(tmp_path):
         load_pipeline(tmp_path / "p.yaml")
     msg = "Input should be greater than or equal to 1"
     assert msg in cli.stderr and msg in str(api.value) and msg in str(yml.value)
-    assert "--max-tokens" in cli.stderr and "max_tokens" in str(api.value) and "p.yaml:5" in str(yml.value)
+    assert "--max-tokens" in cli.stderr and "max_tokens" in str(api.value) and "p.yaml:6" in str(yml.value)

@@ -263,7 +263,7 @@ def build_command(step_cls: type[Step[Any]]) -> Any:
         mapping = parse_mapping(kw.pop("map", None))
         options = {k: v for k, v in kw.items() if k in fields and not (v is None and not fields[k].is_required()
                                                                           and fields[k].default is not None)}
-        options = {k: v for k, v in options.items() if not (isinstance(v, list) and not v and not fields[k].is_required())}
+        options = {k: v for k, v in options.items() if not (isinstance(v, (list, tuple)) and not v and not fields[k].is_required())}
         if step_cls.inputs == "many":
             input, extra = step_cls.split_inputs(list(input or []))
             for k, v in extra.items():  # extra positionals add to a list option given as a flag

@@ -38,9 +38,11 @@ def dry_run_args(name: str, tmp_path: Path) -> list[str] | None:
     if "dry_run" not in cls.cli_plumbing:
         return None
     return {
-        "decontaminate": [str(ALPACA), "--against", str(GSM8K_TEST)],
+        "decontaminate": [str(ALPACA), "--against", "gsm8k"],
         "synthesize": [str(GSM8K_TRAIN), "--answer-field", "answer"],
         "generate": [str(_answers(tmp_path, "evalset.jsonl"))],
+        "refine": [str(_answers(tmp_path, "evalset.jsonl"))],
+        "judge-bench": ["llmbar"],
         "judge": [str(_answers(tmp_path, "a.jsonl")), str(_answers(tmp_path, "b.jsonl"))],
     }.get(name, [str(ALPACA)])
 
@@ -126,7 +128,7 @@ def test_defaults_round_trip_through_cli_api_and_yaml(name, tmp_path):
     if cls.inputs == "many":
         positional = ["in.jsonl", "b.jsonl"] if name == "judge" else ["in.jsonl"]
     ctx = cmd.make_context(name, positional + _cli_args(cls, values))
-    got = {k: v for k, v in ctx.params.items() if k in cls.Options.model_fields and v is not None and v != []}
+    got = {k: v for k, v in ctx.params.items() if k in cls.Options.model_fields and v is not None and v != [] and v != ()}
     if cls.inputs == "many":
         got.update(cls.split_inputs(list(ctx.params["input"]))[1])
     rebuilt = cls.Options(**{**required, **got})
@@ -138,7 +140,7 @@ def _sample_required(cls, fname: str):
     if typing.get_origin(ann) is typing.Literal:
         return typing.get_args(ann)[0]
     if typing.get_origin(ann) is list:
-        return [str(GSM8K_TEST)]
+        return ["gsm8k"]
     return "x"
 
 
@@ -173,4 +175,4 @@ def test_dry_run_needs_no_client_and_no_key(name, tmp_path):
 
 
 def _command_path(cls) -> str:
-    return {"judge": "judge pairwise"}.get(cls.name, cls.name)
+    return {"judge": "judge pairwise", "judge-bench": "judge bench"}.get(cls.name, cls.name)

@@ -71,7 +71,11 @@ def _case(name: str, tmp_path: Path) -> tuple[dict, object]:
     if name == "generate":
         return {}, _answers(tmp_path, "evalset.jsonl")
     if name == "judge":
-        return {"b": str(_answers(tmp_path, "answers_b.jsonl"))}, _answers(tmp_path, "answers_a.jsonl")
+        return {}, [_answers(tmp_path, "answers_a.jsonl"), _answers(tmp_path, "answers_b.jsonl")]
+    if name == "judge-bench":
+        return {}, "llmbar"
+    if name == "refine":
+        return {}, _answers(tmp_path, "evalset.jsonl")
     return {}, ALPACA
 
 

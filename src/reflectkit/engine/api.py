@@ -47,6 +47,8 @@ def validation_message(exc: ValidationError, label: Callable[[str], str] = lambd
         msg = "unknown option"
     elif err["type"] == "missing":
         msg = "required option is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
     name = label(loc[0]) if loc else "options"
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return f"{name}: {msg}{more}"

@@ -32,6 +32,7 @@ from reflectkit.engine.step import FAILED, ResultReader, RowResult, RunContext, 
 from reflectkit.errors import UserError
 from reflectkit.llm.base import FatalModelError, RequestFailed
 from reflectkit.llm.secrets import redact
+from reflectkit.llm.spec import ModelSpec
 
 #: status of rows that failed in an earlier pipeline stage and are therefore not processed (see ``gate_failed``)
 UPSTREAM_FAILED = "upstream_failed"
@@ -100,7 +101,8 @@ def default_run_dir(step_name: str, dataset: Dataset, fp: str, root: Path = Path
 
 
 def _clients(models: Mapping[str, Any]) -> list[Any]:
-    return [m for m in models.values() if hasattr(m, "chat")]
+    """The opened chat clients (student roles are handed over as specs)."""
+    return [m for m in models.values() if not isinstance(m, ModelSpec)]
 
 
 def _model_stats(models: Mapping[str, Any]) -> dict[str, int]:
@@ -362,14 +364,14 @@ class Run:
             if rr.reason is not None:
                 stage["reason"] = rr.reason
             stage.update(rr.rk)
-            yield record_to_row(
+            yield self.step.output_row(record_to_row(
                 rec,
                 instruction=rr.instruction,
                 input=rr.input,
                 output=rr.output,
                 rk={key: stage},
                 mapping=self.dataset.mapping,
-            )
+            ), rr)
 
     def _materialise(self, ledger: Ledger) -> int:
         rows = list(self.iter_output_rows(ledger))
@@ -423,7 +425,7 @@ class Run:
                 "bad_rows": [b.to_dict() for b in self.dataset.bad_rows[:100]],
                 "mapping": self.dataset.mapping,
             },
-            "models": {role: m.identity if hasattr(m, "identity") else m.describe() for role, m in self.models.items()},
+            "models": {role: m.describe() if isinstance(m, ModelSpec) else m.identity for role, m in self.models.items()},
             "model_specs": {role: self.step.spec(role).describe() for role in self.models},
             "counts": ledger.counts(),
             "rows_out": rows_out,

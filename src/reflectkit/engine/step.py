@@ -340,6 +340,16 @@ class Step(Generic[O]):
     def finish(self, ctx: RunContext, results: "ResultReader") -> None:
         """After every row is in the ledger: write side files (reports, dropped rows)."""
 
+    def output_row(self, row: dict[str, Any], result: RowResult) -> dict[str, Any]:
+        """The output row as written (default: unchanged). A step whose files have a shape of their own (the
+        judgments file keeps its reviews at the top level) reshapes it here."""
+        return row
+
+    def stage_roles(self) -> tuple[str, ...]:
+        """The pipeline's model roles this configuration uses (default: its active roles); they enter the stage
+        key, and the pipeline file must define them."""
+        return self.active_roles()
+
     def details(self, ctx: RunContext) -> dict[str, Any]:
         """Step-specific values for the run summary (reachable as attributes of the summary)."""
         return {}

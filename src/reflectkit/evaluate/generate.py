@@ -173,6 +173,8 @@ def evalset_dataset(evalset: str, options: GenerateOptions, *, data: str | Path 
 
 def spec_summary(spec: ModelSpec) -> dict[str, Any]:
     """The model spec as the manifest's ``model_spec`` records it (``{"kind": "embedded"}`` for the default)."""
+    if spec.embedded:
+        return {"kind": "embedded"}
     return {"kind": spec.kind, **spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
 
 
@@ -205,6 +207,10 @@ class GenerateStep(RowStep[GenerateOptions]):
 
     def config(self) -> dict[str, Any]:
         return {**self.options.fingerprint_dict(), "prompt_set_sha256": self.prompt_set.sha256}
+
+    def stage_roles(self) -> tuple[str, ...]:
+        """The pipeline role that answers (``model_from``), so the stage key follows that model."""
+        return (self.options.model_from,) if self.options.model_from in PIPELINE_MODELS else ()
 
     def for_stage(self, refs: StageRefs, input: Any) -> tuple["GenerateStep", Any]:
         """In a pipeline: ``evalset`` (relative to the pipeline file) is the input and ``model_from`` names the model

@@ -199,9 +199,6 @@ class _PairJudgeStep(RowStep[Any]):
         ctx.state["report"] = report
 
     def details(self, ctx: RunContext) -> dict[str, Any]:
-        out = ctx.output
-        if out is not None and out.suffix not in (".parquet", ".pq") and out.exists():
-            ensure_hoisted(out)  # when the engine wrote the rows without calling output_row
         return dict(ctx.state.get("report") or {})
 
     def summary_lines(self, summary: Any) -> list[str]:

@@ -225,16 +225,18 @@ def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, 
         print(f"  {pl.stage.name}: {note}")
         return StageResult(output=output if pl.kind.produces_data else None, counts={})
     try:
-        step = pl.kind(pl.stage.options, models={r: p.models[r] for r in pl.stage.roles if r in p.models})
+        step = pl.kind(pl.stage.options, models={r: p.models[r] for r in pl.stage.roles
+                                                 if r in p.models and r in pl.kind.model_roles})
         step, inp = step.for_stage(refs, pl.input)
-        from_pipeline_input = inp is not None and pl.input == p.input and inp == pl.input
+        first = pl.input == p.input  # the stage sits where the pipeline input comes in: --limit applies
+        reads_pipeline_input = first and inp == pl.input
         summary = api.run(
             step, inp, output if pl.kind.stage_output else None, run_dir=pl.dir, cache_dir=cache_dir,
             concurrency=p.spec.concurrency, progress=progress,
-            limit=p.spec.limit if from_pipeline_input else None,
-            format=p.spec.format if from_pipeline_input else None,
+            limit=p.spec.limit if first else None,
+            format=p.spec.format if reads_pipeline_input else None,
             # rows that failed in an earlier stage are not processed further (recorded as upstream_failed)
-            gate_failed=not from_pipeline_input,
+            gate_failed=not reads_pipeline_input,
         )
     except UserError as exc:
         raise UserError(f"stage {pl.stage.name!r}: {exc}", exit_code=exc.exit_code) from None

@@ -164,7 +164,7 @@ def validate(data: Any, lines: LineMap) -> Pipeline:
             raise lines.error(loc + (key,), f"stage {st.type!r} could not be loaded: {exc}") from None
         try:
             opts = step_cls.Options.model_validate(st.options)
-            roles = step_cls(opts).active_roles()
+            roles = step_cls(opts).stage_roles()
         except ValidationError as exc:
             raise _pydantic_error(exc, lines, loc + ("options",)) from None
         except UserError as exc:
