@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import ALPACA, LlamaServer  # noqa: E402
 from reflectkit.data.io import read_dataset  # noqa: E402
 from reflectkit.llm.embedded import embedded_gguf_path  # noqa: E402
-from reflectkit.llm.factory import ModelSpec, build_chat_model  # noqa: E402
+from reflectkit.llm.factory import ModelSpec  # noqa: E402
 from reflectkit.recycle.api import recycle  # noqa: E402
-from reflectkit.recycle.step import RecycleConfig, RecycleStep  # noqa: E402
+from reflectkit.recycle.step import RecycleStep  # noqa: E402
 
 
 async def bare_load(base_url: str, model: str, bodies: list[list[dict]], max_tokens: int, concurrency: int) -> tuple[float, int]:
@@ -66,7 +66,7 @@ def main() -> None:
     server = LlamaServer(embedded_gguf_path(), work / "server.log")
     try:
         ds = read_dataset(ALPACA).limit(args.rows)
-        step = RecycleStep(build_chat_model(ModelSpec(), cache=None), RecycleConfig(phase="response", max_tokens=args.max_tokens))
+        step = RecycleStep(phase="response", max_tokens=args.max_tokens)
         bodies = [step.response_messages(r.instruction, r.input, r.output) for r in ds.records]
         spec = ModelSpec(model=server.alias, base_url=server.base_url)
         results = []

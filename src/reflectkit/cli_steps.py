@@ -317,7 +317,8 @@ def steps_listing(as_json: bool) -> str:
                     prop["x-flag"] = flag_name(fname, f)
             out[name] = {"kind": cls.kind, "summary": (cls.__doc__ or "").strip().split("\n")[0],
                          "model_roles": {r: {"kind": m.kind} for r, m in cls.model_roles.items()},
-                         "produces_data": cls.produces_data, "options": schema}
+                         "produces_data": cls.produces_data, "files": dict(cls.files),
+                         "manifest_sections": list(cls.manifest_sections), "options": schema}
         return json.dumps(out, indent=2, default=str)
     lines = []
     for name, cls in steps.items():
@@ -325,6 +326,8 @@ def steps_listing(as_json: bool) -> str:
         roles = ", ".join(f"{r} ({m.kind})" for r, m in cls.model_roles.items())
         if roles:
             lines.append(f"  models: {roles}")
+        if cls.files:
+            lines.append(f"  writes: {', '.join(cls.files)}")
         for fname, f in cls.Options.model_fields.items():
             default = "required" if f.is_required() else f"default {f.default!r}"
             lines.append(f"  {fname:<22} {default:<24} {f.description or ''}")

@@ -162,6 +162,9 @@ class DecontamStep(DatasetStep[DecontamOptions]):
     """
 
     name: ClassVar[str] = "decontaminate"
+    files = {"report_jsonl": "one line per flagged row and match (<output stem>.contamination.jsonl)",
+             "report_md": "the contamination report (<output stem>.contamination.md)"}
+    manifest_sections = ("decontam", "prompt_set")
     output_key: ClassVar[str | None] = "decontam"
     Options: ClassVar[type[StepOptions]] = DecontamOptions
     model_roles: ClassVar[dict[str, ModelRole]] = {

@@ -279,6 +279,10 @@ class Run:
                         else:
                             self._run_batches(pending, ledger, prog, ctx)
                 self.step.finish(ctx, ResultReader(records, ledger))
+            undeclared = sorted(set(ctx.files) - set(self.step.files))
+            if undeclared:  # the contract: a step declares its side files (a bug in the step, not in the data)
+                raise AssertionError(f"step {self.step.name!r} wrote side files it does not declare in `files`: "
+                                     f"{', '.join(undeclared)}")
             rows_out = self._materialise(ledger) if self.step.kind != "task" else 0
             wall = time.monotonic() - t0
             manifest = self._write_manifest(ledger, ctx, status="finished", wall=wall, rows_out=rows_out)
@@ -439,7 +443,12 @@ class Run:
             "invocations": invocations,
         }
         manifest.update(self.extra_manifest)
-        manifest.update(self.step.manifest_extra(ctx))
+        extra = self.step.manifest_extra(ctx)
+        undeclared = sorted(set(extra) - set(self.step.manifest_sections))
+        if undeclared:  # the contract: a step declares its manifest sections
+            raise AssertionError(f"step {self.step.name!r} adds manifest sections it does not declare in "
+                                 f"`manifest_sections`: {', '.join(undeclared)}")
+        manifest.update(extra)
         write_json_atomic(self.run_dir / "manifest.json", manifest)
         return manifest
 

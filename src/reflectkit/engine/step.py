@@ -255,6 +255,10 @@ class Step(Generic[O]):
     model_roles: ClassVar[dict[str, ModelRole]] = {}
     #: key under ``reflectkit.`` in output rows (default: ``name``)
     output_key: ClassVar[str | None] = None
+    #: side files it writes besides the output, by name (the names in ``ctx.files`` and ``summary.files``)
+    files: ClassVar[dict[str, str]] = {}
+    #: the sections it adds to the manifest (``manifest_extra``)
+    manifest_sections: ClassVar[tuple[str, ...]] = ()
     #: source files whose edits change its results (package dirs or .py files under reflectkit/)
     code: ClassVar[tuple[str, ...]] = ()
     #: does its output feed the next pipeline stage?

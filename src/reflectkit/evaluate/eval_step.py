@@ -57,6 +57,7 @@ class EvalStep(TaskStep[EvalOptions]):
     """Score an answers file: GSM8K exact match or IFEval, with 95% CIs (JSON report + markdown table)."""
 
     name = "eval"
+    files = {"eval_json": "the metrics with CIs (eval.json)", "eval_md": "the metrics table (eval.md)"}
     Options = EvalOptions
     code = ("evaluate", "answers.py", "evalsets.py")
     require_output = False

@@ -186,6 +186,7 @@ class GenerateStep(RowStep[GenerateOptions]):
     """Answer an eval set with any model (resumable, cached); writes JSONL rows id/prompt/response/model."""
 
     name = "generate"
+    manifest_sections = ("sampling", "gsm8k_prompt", "model_spec")
     Options = GenerateOptions
     model_roles = {"model": ModelRole("chat", "The model that answers (also hf:DIR, a HF model directory or a "
                                       "`reflectkit train` output directory)", prefix="--", local=True)}

@@ -106,6 +106,9 @@ class _PairJudgeStep(RowStep[Any]):
     Options: ClassVar[type[JudgeCommonOptions]]
     model_roles = {"judge": ModelRole("chat", "The judge model", prefix="--")}
     output_key = "judge"
+    files = {"judgments": "one row per pair with both reviews (the output)",
+             "judge_json": "the report with CIs (<judgments>.summary.json / .bench.json)",
+             "judge_md": "the report table (<judgments>.summary.md / .bench.md)"}
     code = ("evaluate", "prompts/judge")
     require_output = False
     needs_output = False

@@ -88,6 +88,7 @@ class RecycleStep(RowStep[RecycleOptions]):
     """Recycle instruction data with an oracle (Reflection-Tuning, Li et al. 2023)."""
 
     name = "recycle"
+    manifest_sections = ("sampling", "phase", "structured_mode", "prompt_set")
     Options = RecycleOptions
     model_roles = {"oracle": ModelRole("chat", "The oracle that critiques and rewrites", prefix="--oracle-")}
     code = ("recycle", "prompts/recycle")

@@ -160,6 +160,7 @@ class StatsStep(TaskStep[StatsOptions]):
     """The papers' data-statistics table (lengths, perplexities, coherence, IFD, r-IFD) for scored files."""
 
     name = "stats"
+    files = {"stats": "the statistics table (stats.md|csv|json, or -o)"}
     Options = StatsOptions
     code = ("scoring/stats.py",)
     inputs = "many"

@@ -135,6 +135,7 @@ class ScoreStep(BatchStep[ScoreOptions]):
     """
 
     name = "score"
+    manifest_sections = ("scoring", "student")
     Options = ScoreOptions
     model_roles = {"student": ModelRole("student", "'embedded' (SmolLM2-135M-Instruct), a local HF model dir or a "
                                         ".gguf.")}

@@ -113,6 +113,10 @@ class SelectStep(DatasetStep[SelectOptions]):
     """
 
     name: ClassVar[str] = "select"
+    files = {"dropped": "rows left out, with their rule and reason (dropped.jsonl)",
+             "funnel_json": "the selection funnel (funnel.json)",
+             "funnel_json_copy": "the funnel, also written at --funnel-json"}
+    manifest_sections = ("funnel", "variant_files_matched_by")
     Options: ClassVar[type[StepOptions]] = SelectOptions
     code: ClassVar[tuple[str, ...]] = ("select",)
     require_output: ClassVar[bool] = False

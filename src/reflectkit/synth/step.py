@@ -98,6 +98,8 @@ class SynthStep(RowStep[SynthOptions]):
     """Synthesize Reflection-70B-format (or plain-CoT) answers, validated and verified against reference answers."""
 
     name = "synthesize"
+    files = {"rejected": "rows whose answers failed validation or verification (synth_rejected.jsonl)"}
+    manifest_sections = ("synthesis", "sampling")
     output_key = "synth"
     Options = SynthOptions
     model_roles = {"oracle": ModelRole("chat", "The oracle that writes the answers", prefix="--oracle-")}

@@ -65,6 +65,9 @@ class TrainStep(TaskStep[TrainOptions]):
     """Fine-tune a student on DATA (TRL SFTTrainer; LoRA by default; loss on assistant tokens only)."""
 
     name = "train"
+    files = {"model": "the output directory", "train_manifest": "the trainer's manifest.json",
+             "merged": "the merged model (LoRA)", "adapter": "the LoRA adapter"}
+    manifest_sections = ("train", "model_dir")
     Options = TrainOptions
     model_roles = {"student": ModelRole("student", "'embedded' (SmolLM2-135M-Instruct), a local HF model dir or a "
                                         ".gguf file.")}
