@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from conftest import ALPACA, run_cli
@@ -56,14 +58,17 @@ def test_missing_argument(cmd, cli):
                          ids=lambda c: " ".join(c))
 def test_bad_value(cmd, tmp_path, cli):
     cls = registry.get({"judge pairwise": "judge", "judge bench": "judge-bench"}.get(" ".join(cmd), cmd[0]))
-    flag = "--limit" if "limit" in cls.cli_plumbing else None
-    if flag is None:
-        ints = [f for f, fi in cls.Options.model_fields.items() if fi.annotation in (int, "int")]
-        if not ints:
-            pytest.skip(f"{cmd[0]} has no integer option to give a bad value")
-        flag = "--" + ints[0].replace("_", "-")
+    flag, value = ("--limit", "abc") if "limit" in cls.cli_plumbing else (None, None)
+    if flag is None:  # a step without --limit: an integer option given a word, else a choice given a non-choice
+        from reflectkit.cli_steps import flag_name
+
+        fields = cls.Options.model_fields
+        ints = [f for f, fi in fields.items() if fi.annotation is int]
+        choices = [f for f, fi in fields.items() if typing.get_origin(fi.annotation) is typing.Literal]
+        name = (ints or choices)[0]
+        flag, value = flag_name(name, fields[name]).split("/")[0], "abc" if ints else "not-a-choice"
     args = [str(ALPACA)] + (["b.jsonl"] if cmd == ["judge", "pairwise"] else [])
-    _one_line_usage_error(cli(*cmd, *args, "-o", str(tmp_path / "o.jsonl"), flag, "abc"))
+    _one_line_usage_error(cli(*cmd, *args, "-o", str(tmp_path / "o.jsonl"), flag, value))
 
 
 @pytest.mark.parametrize("argv", [["frobnicate"], ["score", "x.json", "--nope"], ["recycle"],

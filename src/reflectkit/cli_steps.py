@@ -313,8 +313,8 @@ def steps_listing(as_json: bool) -> str:
             schema = cls.Options.model_json_schema()
             for fname, f in cls.Options.model_fields.items():
                 prop = schema.get("properties", {}).get(fname)
-                if prop is not None and _extra(f).get("x-cli") is not False:
-                    prop["x-flag"] = flag_name(fname, f)
+                if prop is not None:  # options with no flag are a positional input or set in Python/YAML only
+                    prop["x-flag"] = flag_name(fname, f) if _extra(f).get("x-cli") is not False else None
             out[name] = {"kind": cls.kind, "summary": (cls.__doc__ or "").strip().split("\n")[0],
                          "model_roles": {r: {"kind": m.kind} for r, m in cls.model_roles.items()},
                          "produces_data": cls.produces_data, "files": dict(cls.files),

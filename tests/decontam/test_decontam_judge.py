@@ -14,7 +14,7 @@ from reflectkit.decontam.judge import messages, parse_verdict
 from reflectkit.engine.ledger import Ledger
 from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams
 from reflectkit.llm.cache import CachedChatModel, ResponseCache
-from reflectkit.llm.factory import ModelSpec, build_chat_model
+from reflectkit.llm.factory import ModelSpec
 from reflectkit.prompts import load_prompt_set
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "prompts.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ALPACA, GSM8K_TEST, GSM8K_TRAIN, run_cli
+from conftest import ALPACA, GSM8K_TRAIN, run_cli
 from reflectkit.cli_steps import build_command, flag_name
 from reflectkit.engine import registry
 from reflectkit.engine.api import api_function

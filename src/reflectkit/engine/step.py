@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Iterable, Literal, Mapping, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reflectkit.data.record import Record
 
@@ -130,6 +130,21 @@ def option(
     if not cli:
         extra["x-cli"] = False
     return Field(default, description=help, json_schema_extra=extra or None, **constraints)
+
+
+def choice_validator(field: str, choices: "Iterable[str]", flag: str, *, optional: bool = False) -> Any:
+    """A validator for ``field``: one of ``choices``, else the one-line ``{flag} must be one of ...`` message, the
+    same on the CLI, in Python and in YAML. Use in an options model: ``_method = choice_validator(...)``."""
+    allowed = tuple(choices)
+
+    def check(cls: Any, v: Any) -> Any:
+        if (v is None and optional) or v in allowed:
+            return v
+        from reflectkit.errors import UserError
+
+        raise UserError(f"{flag} must be one of {', '.join(allowed)}, got {v!r}")
+
+    return field_validator(field, mode="before")(classmethod(check))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import field_validator
 
-from reflectkit.data.io import Dataset, dumps_jsonl, record_to_row, write_dataset
+from reflectkit.data.io import Dataset, dumps_jsonl, record_to_row
 from reflectkit.data.record import Record
 from reflectkit.engine.step import (
     ModelRole,
@@ -452,17 +452,6 @@ def hoist_row(row: dict[str, Any]) -> dict[str, Any]:
         new[k] = stage.get(k)
     new["reflectkit"] = row.get("reflectkit")
     return new
-
-
-def hoist_reviews(path: Path) -> None:
-    """Rewrite a judgments file with every row hoisted (see :func:`hoist_row`)."""
-    write_dataset([hoist_row(r) for r in read_jsonl(path, what="judgments")], path)
-
-
-def ensure_hoisted(path: Path) -> None:
-    rows = read_jsonl(path, what="judgments")
-    if any(k not in r for r in rows for k in HOISTED):
-        write_dataset([hoist_row(r) for r in rows], path)
 
 
 def _calls(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -252,11 +252,19 @@ def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, 
     return res
 
 
+def model_calls(estimate: dict[str, Any]) -> int:
+    """The calls a step's dry-run estimate counts, whatever its model role is called."""
+    for key in ("oracle_calls", "model_calls", "judge_calls", "judge_calls_at_most"):
+        if key in estimate:
+            return int(estimate[key])
+    return 0
+
+
 def _print_plan(plans: list[StagePlan], echo: Callable[[str], None]) -> None:
     echo("plan (oracle calls and tokens are upper-bound estimates, ~4 characters per token):")
     for pl in plans:
         e = pl.estimate
-        est = (f"~{e.get('oracle_calls', 0)} oracle calls, ~{e.get('prompt_tokens', 0)} prompt + "
+        est = (f"~{model_calls(e)} oracle calls, ~{e.get('prompt_tokens', 0)} prompt + "
                f"<={e.get('max_completion_tokens', 0)} completion tokens") if e else ""
         verb = {"skip": "skip", "reuse": "reuse", "not-selected": "skip"}.get(pl.action, "RUN")
         echo(f"  {pl.stage.index + 1}. {pl.stage.name:<16} [{pl.kind.name}] {verb:<5} ({pl.reason}) "
@@ -289,7 +297,7 @@ def run_pipeline(
         for pl in plans:
             pl.estimate = pl.kind(pl.stage.options).estimate(records)
         _print_plan(plans, echo)
-        total = sum(pl.estimate.get("oracle_calls", 0) for pl in plans if pl.runs)
+        total = sum(model_calls(pl.estimate) for pl in plans if pl.runs)
         echo(f"total: ~{total} oracle calls in the stages that would run (cached responses cost nothing)")
         return PipelineResult(p.output, [], None, None, 0)
     cdir = Path(cache_dir) if cache_dir else default_cache_dir()

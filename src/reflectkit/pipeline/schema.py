@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reflectkit.engine.step import Step
 from reflectkit.errors import UserError
-from reflectkit.llm.spec import EMBEDDED_NAMES, ModelSpec
+from reflectkit.llm.spec import ModelSpec
 from reflectkit.pipeline.yamlload import LineMap, Loc, load_yaml
 
 ROLES = ("oracle", "student", "judge")

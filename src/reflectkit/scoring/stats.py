@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import AliasChoices, field_validator
+from pydantic import AliasChoices
 
 from reflectkit.data.io import Dataset
-from reflectkit.engine.step import RunContext, StageRefs, StepOptions, TaskStep, option
+from reflectkit.engine.step import RunContext, StageRefs, StepOptions, TaskStep, choice_validator, option
 from reflectkit.errors import UserError
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -129,12 +129,7 @@ class StatsOptions(StepOptions):
         "markdown", "markdown, csv or json.", flag="--format", validation_alias=AliasChoices("table_format", "format"))
     variant: str | None = option(None, "Use reflectkit.score.variants.<name> instead of the row's own scores.")
 
-    @field_validator("table_format", mode="before")
-    @classmethod
-    def _known_format(cls, v: Any) -> Any:
-        if v not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {v!r}")
-        return v
+    _known_format = choice_validator("table_format", FORMATS, "--format")
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import field_validator
 
 from reflectkit.data.record import Record
-from reflectkit.engine.step import BatchStep, ModelRole, RowResult, RunContext, StepOptions, estimate_tokens, option
+from reflectkit.engine.step import (BatchStep, ModelRole, RowResult, RunContext, StepOptions, choice_validator,
+                                    estimate_tokens, option)
 from reflectkit.errors import UserError
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.scoring.metrics import missing_reason
@@ -75,12 +76,7 @@ class ScoreOptions(StepOptions):
                                  "machine).", ge=1, fingerprint=False)
     coherence: bool = option(True, "Compute the Sentence-BERT coherence score (--no-coherence skips it).")
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _known_prompt(cls, v: Any) -> Any:
-        if v not in PROMPTS:
-            raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}, got {v!r}")
-        return v
+    _known_prompt = choice_validator("prompt", PROMPTS, "--prompt")
 
     @field_validator("variants", mode="before")
     @classmethod

@@ -14,7 +14,8 @@ from pydantic import field_validator, model_validator
 
 from reflectkit.data.io import Dataset, dumps_jsonl, read_dataset
 from reflectkit.data.record import Record
-from reflectkit.engine.step import DatasetStep, ResultReader, RowResult, RunContext, StageRefs, StepOptions, option
+from reflectkit.engine.step import (DatasetStep, ResultReader, RowResult, RunContext, StageRefs, StepOptions,
+                                    choice_validator, option)
 from reflectkit.errors import UserError
 from reflectkit.select import rules
 from reflectkit.select.funnel import Funnel, Stage
@@ -39,12 +40,7 @@ class SelectOptions(StepOptions):
                                           "aligned with the input (on the command line: positionals 2-4).", cli=False)
     funnel_json: Path | None = option(None, "Also write the funnel as JSON here.", fingerprint=False)
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _known_method(cls, v: Any) -> Any:
-        if v not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {v!r}")
-        return v
+    _known_method = choice_validator("method", METHODS, "--method")
 
     @field_validator("where", mode="before")
     @classmethod

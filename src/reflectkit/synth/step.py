@@ -29,7 +29,7 @@ from pydantic import AliasChoices, field_validator, model_validator
 
 from reflectkit.data.record import Record
 from reflectkit.engine.step import (FAILED, ModelRole, ResultReader, RowResult, RowStep, RunContext, StepOptions,
-                                    estimate_tokens, option)
+                                    choice_validator, estimate_tokens, option)
 from reflectkit.errors import UserError
 from reflectkit.llm.base import Message, SamplingParams
 from reflectkit.prompts import PromptSet, load_prompt_set
@@ -67,19 +67,9 @@ class SynthOptions(StepOptions):
     system_prompt: str | None = option(None, "Use this system prompt instead of the prompt set's.")
     shape: str | None = option(None, "Record shape: alpaca, messages or sharegpt (auto-detected).")
 
-    @field_validator("answer_format", mode="before")
-    @classmethod
-    def _known_format(cls, v: Any) -> Any:
-        if v not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {v!r}")
-        return v
+    _known_format = choice_validator("answer_format", FORMATS, "--format")
 
-    @field_validator("checker", mode="before")
-    @classmethod
-    def _known_checker(cls, v: Any) -> Any:
-        if v not in CHECKERS:
-            raise UserError(f"--checker must be one of {', '.join(CHECKERS)}, got {v!r}")
-        return v
+    _known_checker = choice_validator("checker", CHECKERS, "--checker")
 
     @field_validator("prompt_set")
     @classmethod

@@ -13,10 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import field_validator
 
 from reflectkit.data.record import Record
-from reflectkit.engine.step import ModelRole, RunContext, StepOptions, TaskStep, option
+from reflectkit.engine.step import ModelRole, RunContext, StepOptions, TaskStep, choice_validator, option
 from reflectkit.errors import UserError
 from reflectkit.train.config import PRESETS, TrainConfig, make_config
 
@@ -53,12 +52,7 @@ class TrainOptions(StepOptions):
     shape: str | None = option(None, "Record shape: alpaca, messages or sharegpt (auto-detected).")
     device: str | None = option(None, "cpu or cuda (default: cuda when available).", fingerprint=False)
 
-    @field_validator("preset", mode="before")
-    @classmethod
-    def _known_preset(cls, v: Any) -> Any:
-        if v is not None and v not in PRESETS:
-            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {v!r}")
-        return v
+    _known_preset = choice_validator("preset", PRESETS, "--preset", optional=True)
 
 
 class TrainStep(TaskStep[TrainOptions]):
