@@ -16,6 +16,8 @@ import typer
 from reflectkit import __version__
 from reflectkit import cli_steps as c
 from reflectkit.errors import UserError
+from reflectkit.llm.base import FatalModelError, RequestFailed
+from reflectkit.llm.secrets import redact
 
 try:  # typer >= 0.20 vendors its own click; older typers use the click package
     from typer._click import exceptions as click_exc  # type: ignore[import-not-found]
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except (FatalModelError, RequestFailed) as exc:  # a model error outside any row: still one line
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        code = 2
     except typer.Exit as exc:
         code = exc.exit_code
     except click_exc.NoArgsIsHelpError as exc:  # `reflectkit`, `reflectkit cache`: show the help

@@ -244,22 +244,17 @@ def build_command(step_cls: type[Step[Any]]) -> Any:
 
     def command(**kw: Any) -> None:
         from reflectkit.data.io import parse_mapping
-        from reflectkit.engine.api import make_step, run
+        from reflectkit.engine.api import check_plumbing, make_step, run
 
         output, dry_run, quiet = kw.pop("output"), kw.pop("dry_run", False), kw.pop("quiet", False)
         input = kw.pop("input", None)
         no_cache, cache_only = kw.pop("role__no_cache", False), kw.pop("role__cache_only", False)
         if "role__concurrency" in kw:
             kw["concurrency"] = kw.pop("role__concurrency")
-        if no_cache and cache_only:
-            raise UserError("--cache-only needs the cache; drop --no-cache")
         models = _models_from_flags(step_cls, kw)
         plumbing = {k: kw.pop(k) for k in ("run_dir", "limit", "restart", "format", "skip_bad_rows", "concurrency")
                     if k in kw and (k in step_cls.cli_plumbing or k == "concurrency")}
-        if plumbing.get("limit") is not None and plumbing["limit"] < 1:
-            raise UserError(f"--limit must be at least 1, got {plumbing['limit']}")
-        if plumbing.get("concurrency") is not None and plumbing["concurrency"] < 1:
-            raise UserError(f"--concurrency must be at least 1, got {plumbing['concurrency']}")
+        check_plumbing({**plumbing, "cache_only": cache_only, "use_cache": not no_cache})
         mapping = parse_mapping(kw.pop("map", None))
         options = {k: v for k, v in kw.items() if k in fields and not (v is None and not fields[k].is_required()
                                                                           and fields[k].default is not None)}
@@ -332,7 +327,3 @@ def steps_listing(as_json: bool) -> str:
             default = "required" if f.is_required() else f"default {f.default!r}"
             lines.append(f"  {fname:<22} {default:<24} {f.description or ''}")
     return "\n".join(lines)
-
-
-def stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)

@@ -134,6 +134,21 @@ def test_structured_mode_is_decided_once_before_the_first_row(tmp_path):
     assert all(r["reflectkit"]["recycle"]["status"] == "rewritten" for r in rows)
 
 
+def test_structured_mode_is_kept_when_a_run_resumes(tmp_path):
+    """A resumed run keeps the mode its first invocation decided, even if the endpoint now accepts another."""
+    from reflectkit.recycle.step import RecycleStep
+
+    ds = read_dataset(ALPACA).limit(4)
+    kw = dict(output=tmp_path / "o.jsonl", run_dir=tmp_path / "r", concurrency=1, progress=False)
+    first = FakeModel(crash_after=3, reject=("json_schema",))  # the probe and two rows, then a crash
+    with pytest.raises(Crash):
+        run_step(RecycleStep(structured=True), ds, clients={"oracle": CachedChatModel(first, None)}, **kw)
+    later = FakeModel()  # accepts json_schema now
+    s = run_step(RecycleStep(structured=True), ds, clients={"oracle": CachedChatModel(later, None)}, **kw)
+    assert s.manifest["structured_mode"] == "json_object" and set(later.formats) == {"json_object"}
+    assert later.calls == 2  # the two rows left; no new probe
+
+
 def test_rows_failed_upstream_are_gated_with_a_count_and_a_reason(tmp_path):
     from reflectkit.recycle.step import RecycleStep
 

@@ -459,8 +459,14 @@ def write_dataset(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> P
             import pyarrow.parquet as pq
 
             flat = [{**r, RK_KEY: json.dumps(r[RK_KEY], ensure_ascii=False)} if RK_KEY in r else r for r in rows]
+            # every column any row has (from_pylist alone takes the columns of the first row and drops the rest)
+            columns = list(dict.fromkeys(k for r in flat for k in r))
             buf = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(flat), buf)
+            try:
+                table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in flat])
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                raise UserError(f"{p}: these rows cannot be written as Parquet ({exc}); write .jsonl instead") from None
+            pq.write_table(table, buf)
             _atomic_write_bytes(p, buf.getvalue())
         else:
             _atomic_write_bytes(p, dumps_jsonl(rows))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
-from reflectkit.data.io import Dataset, read_dataset
+from reflectkit.data.io import Dataset
 from reflectkit.engine.run import Run, RunSummary
-from reflectkit.engine.step import Step
+from reflectkit.engine.step import Step, option_names
 from reflectkit.errors import UserError
 
 #: Keywords every step function takes besides its options and model roles.
@@ -37,21 +37,28 @@ PLUMBING: dict[str, Any] = {
 }
 
 
-def validation_message(exc: ValidationError, label: Callable[[str], str] = lambda f: f) -> str:
-    """One line for the first problem of a pydantic error, naming the option as its surface spells it
-    (``--max-tokens`` on the CLI, ``max_tokens`` in Python, ``file.yaml:7: stages[0].options.max_tokens``)."""
+def first_problem(exc: ValidationError, noun: str = "option") -> tuple[tuple[str | int, ...], str]:
+    """(location, one-line message) of the first problem of a pydantic error, with pydantic's internal location
+    parts and its "Value error, " prefix removed; ``noun`` names what the keys are ("option", "key")."""
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown option"
+        msg = f"unknown {noun}"
     elif err["type"] == "missing":
-        msg = "required option is missing"
+        msg = f"required {noun} is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    name = label(loc[0]) if loc else "options"
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-    return f"{name}: {msg}{more}"
+    return loc, msg + more
+
+
+def validation_message(exc: ValidationError, label: Callable[[str], str] = lambda f: f) -> str:
+    """One line for the first problem, naming the option as its surface spells it (``--max-tokens`` on the CLI,
+    ``max_tokens`` in Python; pipelines name ``file.yaml:7: stages[0].options.max_tokens``)."""
+    loc, msg = first_problem(exc)
+    name = label(str(loc[0])) if loc else "options"
+    return f"{name}: {msg}"
 
 
 def make_step(step_cls: type[Step[Any]], options: Mapping[str, Any], models: Mapping[str, Any] | None = None,
@@ -66,15 +73,18 @@ def make_step(step_cls: type[Step[Any]], options: Mapping[str, Any], models: Map
 
 def read_input(step: Step[Any], input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
                skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
-    """The dataset a step runs over: ``step.read_input`` where the step defines its own (an eval set by name, a
-    pair of answer files), else the input file read as a dataset."""
-    custom = getattr(type(step), "read_input", None)
-    if custom is not None:
-        return custom(step, input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows, limit=limit)
-    if input is None:
-        raise UserError(f"{step.name} needs an input dataset")
-    return read_dataset(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows,
-                        require_output=step.require_output).limit(limit)
+    """The dataset ``step`` runs over (:meth:`Step.read_input`)."""
+    return step.read_input(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows, limit=limit)
+
+
+def check_plumbing(p: Mapping[str, Any]) -> None:
+    """The shared keywords, checked the same way for the CLI, Python and pipelines."""
+    if p.get("limit") is not None and p["limit"] < 1:
+        raise UserError(f"--limit must be at least 1, got {p['limit']}")
+    if p.get("concurrency") is not None and p["concurrency"] < 1:
+        raise UserError(f"--concurrency must be at least 1, got {p['concurrency']}")
+    if p.get("cache_only") and not p.get("use_cache", True):
+        raise UserError("--cache-only needs the cache; drop --no-cache")
 
 
 def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str | Path | None = None, *,
@@ -86,14 +96,15 @@ def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str 
 
     if isinstance(step, str):
         step = registry.get(step)
-    # a step option named like a plumbing keyword (stats' ``format``) is the option
-    fields = type(step).Options.model_fields if not isinstance(step, type) else step.Options.model_fields
-    plumbing = {k: kwargs.pop(k) for k in list(kwargs) if k in PLUMBING and k not in fields}
+    # a step option named like a plumbing keyword (stats' ``format``, also as an alias) is the option
+    names = option_names(step.Options if isinstance(step, type) else type(step).Options)
+    plumbing = {k: kwargs.pop(k) for k in list(kwargs) if k in PLUMBING and k not in names}
     if isinstance(step, type):
         step = make_step(step, kwargs, models)
     elif kwargs:
         raise TypeError(f"unexpected keyword arguments for a step instance: {', '.join(kwargs)}")
     p = {**PLUMBING, **plumbing}
+    check_plumbing(p)
     ds = read_input(step, input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
                     limit=p["limit"])
     if dry_run:
@@ -115,6 +126,7 @@ def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Cal
     :class:`~reflectkit.llm.spec.ModelSpec`, a string (``'embedded'``, a path, a model name) or a dict.
     """
     fields = step_cls.Options.model_fields
+    names = option_names(step_cls.Options)
     roles = tuple(step_cls.model_roles)
 
     def fn(*args: Any, **kwargs: Any) -> Any:
@@ -123,7 +135,7 @@ def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Cal
         input = args[0] if args else kwargs.pop(input_name, None)
         output = args[1] if len(args) > 1 else kwargs.pop("output", None)
         models = {r: kwargs.pop(r) for r in roles if r in kwargs}
-        unknown = [k for k in kwargs if k not in fields and k not in PLUMBING and k != "dry_run"]
+        unknown = [k for k in kwargs if k not in names and k not in PLUMBING and k != "dry_run"]
         if unknown:
             raise TypeError(f"{step_cls.name}() got unexpected keyword arguments: {', '.join(unknown)}")
         return run(step_cls, input, output, models=models, **kwargs)
@@ -143,18 +155,4 @@ def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Cal
     return fn
 
 
-def summary_dict(summary: Any) -> dict[str, Any]:
-    """A JSON-clean view of a summary (for ``--json`` and the pipeline's stage records)."""
-    return {"step": summary.step, "run_dir": str(summary.run_dir), "output": str(summary.output) if summary.output else None,
-            "counts": summary.counts, "failed": summary.failed, "rows_in": summary.rows_in, "rows_out": summary.rows_out,
-            "files": {k: str(v) for k, v in summary.files.items()}}
-
-
-def as_list(value: Sequence[Any] | Any | None) -> list[Any]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, (str, Path)) else list(value)
-
-
-__all__ = ["run", "api_function", "make_step", "read_input", "validation_message", "PLUMBING", "summary_dict",
-           "as_list"]
+__all__ = ["run", "api_function", "make_step", "read_input", "check_plumbing", "validation_message", "PLUMBING"]

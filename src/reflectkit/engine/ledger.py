@@ -15,6 +15,10 @@ from typing import Any, Iterator
 from reflectkit.errors import UserError
 
 
+class FingerprintMismatch(UserError):
+    """The run directory holds another run (other input, options or model)."""
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -41,7 +45,7 @@ class Ledger:
         if have is None:
             self.set_meta("fingerprint", fingerprint)
         elif have != fingerprint:
-            raise UserError(
+            raise FingerprintMismatch(
                 f"run directory {run_dir} (--run-dir) holds a different run (other input, options or model); "
                 "use another --run-dir, or --restart to discard it"
             )

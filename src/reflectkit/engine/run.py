@@ -247,6 +247,12 @@ class Run:
             await close_models(own)
 
     async def _execute(self, t0: float) -> RunSummary:
+        try:
+            return await self._execute_inner(t0)
+        except FatalModelError as exc:  # wrong key, unknown model... in setup, plan, a batch or finish: exit 2
+            raise UserError(redact(str(exc))) from None
+
+    async def _execute_inner(self, t0: float) -> RunSummary:
         self.config = self.step.config()
         self.fp = fingerprint(self.step.name, self.config, self.dataset, self.models)
         self.run_dir = self.run_dir_arg or default_run_dir(self.step.name, self.dataset, self.fp)
@@ -269,8 +275,10 @@ class Run:
                     ledger.put_many([(r.index, r.id, g.status, g.to_json()) for r, g in gated])
                     skip = {r.index for r, _ in gated}
                     pending = [r for r in pending if r.index not in skip]
-                if self.step.kind == "dataset":
-                    await self.step.plan(records, ctx)  # type: ignore[attr-defined]
+                if self.step.kind == "dataset":  # decisions over every row that reaches this stage
+                    statuses = ledger.statuses()
+                    await self.step.plan([r for r in records if statuses.get(r.index) != UPSTREAM_FAILED],  # type: ignore[attr-defined]
+                                         ctx)
                 with Progress(self.step.name, len(records), stats=self._stats, enabled=self.progress_enabled) as prog:
                     prog.resume(len(records) - len(pending))
                     if pending:

@@ -4,8 +4,8 @@ A step is a class with
 
 * ``name``: the CLI command, the pipeline stage kind and the registry key;
 * ``Options``: **one** pydantic model holding every option with its default, bounds, help text and validators.
-  The CLI flags, the Python API keywords, the pipeline YAML keys and the ``--dry-run`` estimate all derive from
-  it (see :mod:`reflectkit.engine.derive`), so they cannot drift;
+  The CLI flags (:mod:`reflectkit.cli_steps`), the Python API keywords (:mod:`reflectkit.engine.api`), the
+  pipeline YAML keys and the ``--dry-run`` estimate all derive from it, so they cannot drift;
 * ``model_roles``: the models it calls, by role (``oracle``, ``student``, ``judge``), as *specs*: the engine
   opens, probes and closes the clients and hands them over in the :class:`RunContext`;
 * its kind, given by the base class it extends:
@@ -24,7 +24,6 @@ run computes lives in ``ctx.state``, never on the step object.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Iterable, Literal, Mapping, Protocol, TypeVar
@@ -297,6 +296,18 @@ class Step(Generic[O]):
     #: the CLI command name (None: ``name``; False: the step is attached to a command group by hand)
     cli_command: ClassVar[str | None | bool] = None
 
+    def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
+                   skip_bad_rows: bool = False, limit: int | None = None) -> "Dataset":
+        """The dataset it runs over. Default: the input file read as a dataset; a step overrides this to read its own
+        kind of input (an eval set by name, a pair of answer files, a list of scored files)."""
+        from reflectkit.data.io import read_dataset
+        from reflectkit.errors import UserError
+
+        if input is None:
+            raise UserError(f"{self.name} needs an input dataset")
+        return read_dataset(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows,
+                            require_output=self.require_output).limit(limit)
+
     def for_stage(self, refs: "StageRefs", input: Any) -> tuple["Step[Any]", Any]:
         """In a pipeline: resolve references in the options (earlier stage names, files relative to the YAML,
         a model role by name) and say what the input is. Default: this step, the previous stage's data."""
@@ -315,8 +326,8 @@ class Step(Generic[O]):
             options = self.Options(**option_values)  # type: ignore[assignment]
         elif isinstance(options, Mapping):
             options = self.Options(**{**options, **option_values})  # type: ignore[assignment]
-        elif option_values:
-            options = options.model_copy(update=option_values)  # type: ignore[assignment]
+        elif option_values:  # validated like any other options
+            options = self.Options.model_validate({**options.model_dump(), **option_values})  # type: ignore[assignment]
         self.options: O = options  # type: ignore[assignment]
         unknown = set(models or {}) - set(self.model_roles)
         if unknown:
@@ -448,6 +459,16 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def json_clean(obj: Any) -> Any:
-    """Round-trip through JSON (what a manifest will hold)."""
-    return json.loads(json.dumps(obj, default=str))
+def option_names(options: type[StepOptions]) -> dict[str, str]:
+    """Every keyword an options model accepts (field names and their aliases) -> the field name."""
+    from pydantic import AliasChoices
+
+    names: dict[str, str] = {}
+    for name, f in options.model_fields.items():
+        names[name] = name
+        alias = f.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update({a: name for a in alias.choices if isinstance(a, str)})
+        elif isinstance(alias, str):
+            names[alias] = name
+    return names

@@ -178,10 +178,6 @@ def spec_summary(spec: ModelSpec) -> dict[str, Any]:
     return {"kind": spec.kind, **spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
 
 
-def identity_json(model: Any) -> str:
-    return json.dumps(model.identity, sort_keys=True, default=str)
-
-
 class GenerateStep(RowStep[GenerateOptions]):
     """Answer an eval set with any model (resumable, cached); writes JSONL rows id/prompt/response/model."""
 

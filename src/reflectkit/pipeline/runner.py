@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reflectkit.engine.manifest import read_manifest, write_json_atomic
+from reflectkit.engine.manifest import write_json_atomic
 from reflectkit.errors import UserError
+from reflectkit.engine.ledger import FingerprintMismatch
 from reflectkit.engine.step import Step
 from reflectkit.llm.spec import ModelSpec
 from reflectkit.pipeline.hashing import code_version, data_hash, stage_key
@@ -177,7 +178,7 @@ def plan_pipeline(p: Pipeline, *, from_stage: str | None = None, only: str | Non
         upstream_ran = upstream_ran or plans[-1].runs
         prev_key = key
         if kind.produces_data:
-            out = d / "output.jsonl"
+            out = d / (kind.stage_output or "output.jsonl")
             data_by_stage[st.name] = out
             data = (out, st.name)
     return plans
@@ -230,14 +231,21 @@ def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, 
         step, inp = step.for_stage(refs, pl.input)
         first = pl.input == p.input  # the stage sits where the pipeline input comes in: --limit applies
         reads_pipeline_input = first and inp == pl.input
-        summary = api.run(
-            step, inp, output if pl.kind.stage_output else None, run_dir=pl.dir, cache_dir=cache_dir,
-            concurrency=p.spec.concurrency, progress=progress,
-            limit=p.spec.limit if first else None,
-            format=p.spec.format if reads_pipeline_input else None,
+        kw: dict[str, Any] = dict(
+            run_dir=pl.dir, cache_dir=cache_dir, concurrency=p.spec.concurrency, progress=progress,
+            limit=p.spec.limit if first else None, format=p.spec.format if reads_pipeline_input else None,
             # rows that failed in an earlier stage are not processed further (recorded as upstream_failed)
             gate_failed=not reads_pipeline_input,
         )
+        out_arg = output if pl.kind.stage_output else None
+        try:
+            summary = api.run(step, inp, out_arg, **kw)
+        except FingerprintMismatch:
+            # resuming a stage whose run changed underneath (a benchmark file, a prompt set, the device's dtype):
+            # its ledger cannot be reused, so the stage starts over
+            print(f"  {pl.stage.name}: its earlier run no longer matches (inputs behind the options changed); "
+                  "starting the stage over")
+            summary = api.run(step, inp, out_arg, restart=True, **kw)
     except UserError as exc:
         raise UserError(f"stage {pl.stage.name!r}: {exc}", exit_code=exc.exit_code) from None
     res = StageResult(output=output if pl.kind.produces_data else None, failed=summary.failed,
@@ -295,7 +303,12 @@ def run_pipeline(
         first = plans[0].kind(plans[0].stage.options)
         records = read_input(first, p.input, format=p.spec.format, limit=p.spec.limit).records
         for pl in plans:
-            pl.estimate = pl.kind(pl.stage.options).estimate(records)
+            step = pl.kind(pl.stage.options)
+            try:  # files named in the options are relative to the pipeline file; earlier stages' data may not exist
+                step, _ = step.for_stage(StageRefs(p, pl.stage, {}, {}), pl.input)
+            except UserError:
+                pass
+            pl.estimate = step.estimate(records)
         _print_plan(plans, echo)
         total = sum(model_calls(pl.estimate) for pl in plans if pl.runs)
         echo(f"total: ~{total} oracle calls in the stages that would run (cached responses cost nothing)")
@@ -344,12 +357,3 @@ def run_pipeline(
     if failed:
         echo(f"{failed} rows failed; re-run the same command to retry them")
     return PipelineResult(p.output, [{"name": n, **s} for n, s in status.items()], final_data, report_path, failed)
-
-
-def stage_manifests(output: Path) -> dict[str, dict[str, Any]]:
-    """Each stage's manifest.json, by stage name (stages that never ran are absent)."""
-    out: dict[str, dict[str, Any]] = {}
-    for d in sorted(output.iterdir()):
-        if d.is_dir() and (m := read_manifest(d)) is not None:
-            out[d.name] = m
-    return out

@@ -119,17 +119,10 @@ def _reject_keys(data: Any, loc: Loc, lines: LineMap) -> None:
 
 
 def _pydantic_error(exc: ValidationError, lines: LineMap, prefix: Loc = ()) -> UserError:
-    err = exc.errors()[0]
-    loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-    return lines.error(loc, msg + more)
+    from reflectkit.engine.api import first_problem
+
+    loc, msg = first_problem(exc, noun="key")
+    return lines.error(prefix + loc, msg)
 
 
 def _resolve(base: Path, p: str) -> Path:

@@ -28,6 +28,7 @@ from pydantic import field_validator
 
 from reflectkit.data.record import Record
 from reflectkit.engine.step import FAILED, ModelRole, RowResult, RowStep, RunContext, StepOptions, estimate_tokens, option
+from reflectkit.errors import UserError
 from reflectkit.llm.base import Message, RequestFailed, SamplingParams
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
@@ -122,26 +123,35 @@ class RecycleStep(RowStep[RecycleOptions]):
     async def setup(self, ctx: RunContext) -> None:
         """With ``structured``, decide the response_format mode once, before the first row, by one small probe
         request per mode (json_schema, then json_object with a schema); an endpoint that rejects both (4xx) gets
-        the paper's tagged format. Every row of the run then uses the same mode, recorded in the manifest."""
+        the paper's tagged format. Every row of the run uses that mode: it is kept in the run's ledger, so a resumed
+        run keeps it too, and recorded in the manifest."""
         ctx.state["structured_mode"] = None
         if not self.cfg.structured:
             return
-        oracle = ctx.model("oracle")
+        store = ctx.store("recycle_run")
+        saved = store.get("structured_mode")
+        if saved is not None:
+            ctx.state["structured_mode"] = saved["mode"]
+            return
+        ctx.state["structured_mode"] = await self._decide_structured_mode(ctx.model("oracle"))
+        store.put("structured_mode", {"mode": ctx.state["structured_mode"]})
+
+    async def _decide_structured_mode(self, oracle: Any) -> str | None:
         probe: list[Message] = [{"role": "user", "content": "Reply with a JSON object."}]
         for mode in STRUCTURED_MODES:
-            params = self.sampling("response", mode)
-            params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=16, response_format=params.response_format)
+            rf = self.sampling("response", mode).response_format
             try:
-                await oracle.chat(probe, params, prompt_version="structured-probe")
+                await oracle.chat(probe, SamplingParams(temperature=0.0, top_p=1.0, max_tokens=16, response_format=rf),
+                                  prompt_version="structured-probe")
             except RequestFailed as exc:
                 if "HTTP 4" in str(exc) or "request rejected" in str(exc):
                     print(f"warning: the oracle endpoint rejected response_format {mode} ({str(exc)[:160]}); --structured "
                           + ("tries json_object with a schema" if mode == "json_schema" else "falls back to the paper's tagged format"),
                           file=sys.stderr)
                     continue
-                raise
-            ctx.state["structured_mode"] = mode
-            return
+                raise UserError(f"--structured: could not ask the oracle which response format it supports: {exc}") from None
+            return mode
+        return None
 
     def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
         return {"sampling": self.sampling().to_dict(), "phase": self.cfg.phase,

@@ -14,28 +14,9 @@ in pipeline files (their option names are ``answer_format`` and ``attempts``, th
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 from reflectkit.engine.api import api_function
 from reflectkit.synth.step import SynthStep
 
-_synthesize = api_function(SynthStep)
-
-#: keywords of this function that are other spellings of an option (``format`` is plumbing for other steps)
-_ALIASES = {"format": "answer_format", "max_attempts": "attempts"}
-
-
-def synthesize(*args: Any, **kwargs: Any) -> Any:
-    for old, new in _ALIASES.items():
-        if old in kwargs:
-            if new in kwargs:
-                raise TypeError(f"synthesize() got both {old!r} and {new!r}")
-            kwargs[new] = kwargs.pop(old)
-    return _synthesize(*args, **kwargs)
-
-
-synthesize.__doc__ = _synthesize.__doc__
-synthesize.__signature__ = inspect.signature(_synthesize)  # type: ignore[attr-defined]
+synthesize = api_function(SynthStep)
 
 __all__ = ["synthesize"]

@@ -132,7 +132,7 @@ class TrainStep(TaskStep[TrainOptions]):
         info = resolve_student(spec.student_ref(), cache_dir=ctx.cache_dir)
         out = Path(ctx.output)
         m = run_training(loaded, out, cfg, base_dir=info.hf_dir, base_identity=info.identity,
-                         resume=not getattr(ctx, "restart", False), callbacks=TRAINER_CALLBACKS.get(),
+                         resume=not ctx.restart, callbacks=TRAINER_CALLBACKS.get(),
                          device=self.options.device, progress=ctx.progress)
         ctx.state["manifest"] = m
         ctx.add_file("model", out)
