@@ -96,8 +96,9 @@ def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str 
 
     if isinstance(step, str):
         step = registry.get(step)
-    # a step option named like a plumbing keyword (stats' ``format``, also as an alias) is the option
-    names = option_names(step.Options if isinstance(step, type) else type(step).Options)
+    # given a class or a name, a step option named like a plumbing keyword (stats' ``format``, also as an alias)
+    # is the option; a built step already has its options, so every keyword left is plumbing
+    names = option_names(step.Options) if isinstance(step, type) else {}
     plumbing = {k: kwargs.pop(k) for k in list(kwargs) if k in PLUMBING and k not in names}
     if isinstance(step, type):
         step = make_step(step, kwargs, models)
