@@ -114,6 +114,41 @@ def _finished_output(state: dict[str, Any] | None) -> Path | None:
     return Path(out) if out else None
 
 
+#: a directory named in the options (a prompt set) is hashed when it is this small; larger ones (a data directory)
+#: are recorded by name only
+_MAX_DIR_FILES = 200
+
+
+def option_files(options: Any, base: Path) -> dict[str, str]:
+    """sha256 of every file (and small directory) the options name, relative paths against the pipeline file:
+    editing a benchmark file or a prompt set then re-runs the stage, like editing the stage's input does."""
+    values: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and v:
+            values.append(v)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    for v in options.model_dump(mode="json").values():
+        walk(v)
+    out: dict[str, str] = {}
+    for v in values:
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else base / path
+        try:
+            if path.is_file():
+                out[v] = data_hash(path)
+            elif path.is_dir():
+                files = sorted(f for f in path.rglob("*") if f.is_file())
+                if len(files) <= _MAX_DIR_FILES:
+                    out[v] = stage_key({str(f.relative_to(path)): data_hash(f) for f in files})
+        except OSError:  # unreadable: the stage itself reports it when it runs
+            continue
+    return out
+
+
 def _decide(state: dict[str, Any] | None, key: str, input_path: Path | None, upstream_ran: bool) -> tuple[str, str]:
     if state is None:
         return "run", "never ran"
@@ -158,6 +193,7 @@ def plan_pipeline(p: Pipeline, *, from_stage: str | None = None, only: str | Non
             "models": {r: models[r] for r in st.roles if r in models}, "code": code_version(kind.code),
             "input_file": data_hash(inp) if st.input_path is not None else src,
             "limit": p.spec.limit if inp == p.input else None, "format": p.spec.format if inp == p.input else None,
+            "option_files": option_files(st.options, p.file.parent),
         }
         key = stage_key(payload)
         d = p.output / st.name
