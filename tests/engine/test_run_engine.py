@@ -14,7 +14,6 @@ import pytest
 from conftest import ALPACA, GSM8K_TRAIN
 from reflectkit.data.io import read_dataset
 from reflectkit.engine import registry
-from reflectkit.engine.api import read_input
 from reflectkit.engine.run import UPSTREAM_FAILED, Run, run_step
 from reflectkit.llm.base import ChatResult, RequestFailed
 from reflectkit.llm.cache import CachedChatModel
@@ -84,7 +83,7 @@ def test_crash_and_resume_is_byte_identical(name, tmp_path):
     cls = registry.get(name)
     options, input = _case(name, tmp_path)
     step = cls(cls.Options(**options))
-    ds = read_input(step, input, limit=6)
+    ds = step.read_input(input, limit=6)
     n = len(ds.records)
 
     def go(out: Path, run_dir: Path, model: FakeModel):

@@ -318,6 +318,17 @@ def _to_record(index: int, raw: Any, shape: str, mapping: dict[str, str], requir
     )
 
 
+def existing_file(path: str | os.PathLike[str], *, what: str = "file", expected: str = "a dataset file") -> Path:
+    """``path`` as a Path when it is an existing file; else a UserError: ``<path>: <what> not found`` or
+    ``<path>: is a directory, expected <expected>``."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: {what} not found")
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected {expected}")
+    return p
+
+
 def read_dataset(
     path: str | os.PathLike[str],
     *,
@@ -335,10 +346,7 @@ def read_dataset(
     mapping = dict(mapping or {})
     if format is not None and format not in SHAPES:
         raise UserError(f"--format must be one of {', '.join(SHAPES)}, got {format!r}")
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected a dataset file")
+    existing_file(p)
     try:
         data = p.read_bytes()
     except OSError as exc:

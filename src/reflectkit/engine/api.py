@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
-from reflectkit.data.io import Dataset
 from reflectkit.engine.run import Run, RunSummary
 from reflectkit.engine.step import Step, option_names
 from reflectkit.errors import UserError
@@ -71,12 +70,6 @@ def make_step(step_cls: type[Step[Any]], options: Mapping[str, Any], models: Map
     return step_cls(opts, models=models)
 
 
-def read_input(step: Step[Any], input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
-               skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
-    """The dataset ``step`` runs over (:meth:`Step.read_input`)."""
-    return step.read_input(input, format=format, mapping=mapping, skip_bad_rows=skip_bad_rows, limit=limit)
-
-
 def check_plumbing(p: Mapping[str, Any]) -> None:
     """The shared keywords, checked the same way for the CLI, Python and pipelines."""
     if p.get("limit") is not None and p["limit"] < 1:
@@ -106,8 +99,8 @@ def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str 
         raise TypeError(f"unexpected keyword arguments for a step instance: {', '.join(kwargs)}")
     p = {**PLUMBING, **plumbing}
     check_plumbing(p)
-    ds = read_input(step, input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
-                    limit=p["limit"])
+    ds = step.read_input(input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
+                         limit=p["limit"])
     if dry_run:
         return step.estimate(ds.records)
     out = Path(output) if output else None
@@ -156,4 +149,4 @@ def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Cal
     return fn
 
 
-__all__ = ["run", "api_function", "make_step", "read_input", "check_plumbing", "validation_message", "PLUMBING"]
+__all__ = ["run", "api_function", "make_step", "check_plumbing", "validation_message", "PLUMBING"]

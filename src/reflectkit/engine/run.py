@@ -273,12 +273,11 @@ class Run:
                 gated = [(r, g) for r in pending if (g := self._upstream_failure(r)) is not None]
                 if gated:
                     ledger.put_many([(r.index, r.id, g.status, g.to_json()) for r, g in gated])
-                    skip = {r.index for r, _ in gated}
-                    pending = [r for r in pending if r.index not in skip]
+                # rows gated now or by an earlier invocation of this run
+                stopped = {r.index for r, _ in gated} | {i for i, st in done.items() if st == UPSTREAM_FAILED}
+                pending = [r for r in pending if r.index not in stopped]
                 if self.step.kind == "dataset":  # decisions over every row that reaches this stage
-                    statuses = ledger.statuses()
-                    await self.step.plan([r for r in records if statuses.get(r.index) != UPSTREAM_FAILED],  # type: ignore[attr-defined]
-                                         ctx)
+                    await self.step.plan([r for r in records if r.index not in stopped], ctx)  # type: ignore[attr-defined]
                 with Progress(self.step.name, len(records), stats=self._stats, enabled=self.progress_enabled) as prog:
                     prog.resume(len(records) - len(pending))
                     if pending:

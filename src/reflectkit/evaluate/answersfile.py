@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reflectkit.data.io import existing_file
 from reflectkit.errors import UserError
 
 RESPONSE_FIELDS = ("response", "output", "completion")
@@ -13,11 +14,7 @@ RESPONSE_FIELDS = ("response", "output", "completion")
 
 def read_jsonl(path: str | Path, *, what: str = "answers") -> list[dict[str, Any]]:
     """All JSON objects of a JSONL file; UserError with file:line for a bad line."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: {what} file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected a JSONL {what} file")
+    p = existing_file(path, what=f"{what} file", expected=f"a JSONL {what} file")
     rows: list[dict[str, Any]] = []
     try:
         text = p.read_text(encoding="utf-8-sig")

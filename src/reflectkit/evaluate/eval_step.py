@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from reflectkit.data.io import Dataset, file_sha256
+from reflectkit.data.io import Dataset, existing_file, file_sha256
 from reflectkit.engine.step import RunContext, StageRefs, StepOptions, TaskStep, option
 from reflectkit.errors import UserError
 from reflectkit.evaluate.report import markdown, report_json
@@ -83,11 +83,7 @@ class EvalStep(TaskStep[EvalOptions]):
         """The answers file, as the run's input (its hash is in the fingerprint; the scorers read it themselves)."""
         if input is None:
             raise UserError("eval needs an answers file")
-        p = Path(input)
-        if not p.exists():
-            raise UserError(f"{p}: answers file not found")
-        if p.is_dir():
-            raise UserError(f"{p}: is a directory, expected a JSONL answers file")
+        p = existing_file(input, what="answers file", expected="a JSONL answers file")
         return Dataset(p, p.suffix.lstrip(".") or "jsonl", "", [], [], file_sha256(p), {}, 0)
 
     def run_task(self, ctx: RunContext) -> dict[str, int]:

@@ -332,12 +332,10 @@ def run_pipeline(
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     plans = plan_pipeline(p, from_stage=from_stage, only=only)
     if dry_run:
-        from reflectkit.engine.api import read_input
-
         # Upper bounds: every stage is estimated on the pipeline's input rows (later stages see at most these),
         # read as the first stage reads them.
         first = plans[0].kind(plans[0].stage.options)
-        records = read_input(first, p.input, format=p.spec.format, limit=p.spec.limit).records
+        records = first.read_input(p.input, format=p.spec.format, limit=p.spec.limit).records
         for pl in plans:
             step = pl.kind(pl.stage.options)
             try:  # files named in the options are relative to the pipeline file; earlier stages' data may not exist

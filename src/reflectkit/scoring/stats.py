@@ -177,18 +177,14 @@ class StatsStep(TaskStep[StatsOptions]):
 
     def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
                    skip_bad_rows: bool = False, limit: int | None = None) -> StatsInputs:
-        from reflectkit.data.io import file_sha256
+        from reflectkit.data.io import existing_file, file_sha256
 
         files = _as_files(input)
         if not files:
             raise UserError("stats needs at least one scored file (in a pipeline: an earlier stage with data)")
         h = hashlib.sha256()
         for label, p in files:
-            if not p.exists():
-                raise UserError(f"{p}: file not found")
-            if p.is_dir():
-                raise UserError(f"{p}: is a directory, expected a scored file")
-            h.update(f"{label}\0{file_sha256(p)}\0".encode())
+            h.update(f"{label}\0{file_sha256(existing_file(p, expected='a scored file'))}\0".encode())
         first = files[0][1]
         return StatsInputs(path=first, file_format=first.suffix.lstrip(".") or "jsonl", shape="", records=[],
                            sha256=h.hexdigest(), files=files)

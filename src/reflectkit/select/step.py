@@ -4,7 +4,6 @@ variant or dropped with its rule and reason (kept in the ledger and in ``<run di
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import field_validator, model_validator
 
-from reflectkit.data.io import Dataset, dumps_jsonl, read_dataset
+from reflectkit.data.io import Dataset, dumps_jsonl, existing_file, file_sha256, read_dataset
 from reflectkit.data.record import Record
 from reflectkit.engine.step import (DatasetStep, ResultReader, RowResult, RunContext, StageRefs, StepOptions,
                                     choice_validator, option)
@@ -85,13 +84,9 @@ def _score(rec: Record) -> dict[str, Any] | None:
 
 
 def _file_sha256(path: str) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected a dataset file")
+    p = existing_file(path)
     try:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
+        return file_sha256(p)
     except OSError as exc:
         raise UserError(f"{p}: cannot read file ({exc.strerror})") from None
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.answers import output_section
+from reflectkit.data.io import existing_file
 from reflectkit.errors import UserError
 from reflectkit.evaluate.ifeval.instructions import INSTRUCTION_DICT, Instruction, InstructionArgsError, build_instruction
 
@@ -181,11 +182,7 @@ def load_responses(path: str | Path) -> list[dict[str, Any]]:
     and ``_line`` for error messages. A bad line, a row without ``response`` (a string or ``null``), or a row with
     neither ``key``/``id`` nor ``prompt`` is a :class:`UserError` naming the file and line.
     """
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: responses file not found")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected a JSONL responses file")
+    p = existing_file(path, what="responses file", expected="a JSONL responses file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
