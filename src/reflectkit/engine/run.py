@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reflectkit.data.io import Dataset, dumps_jsonl, record_to_row, write_dataset
+from reflectkit.data.io import Dataset, dumps_jsonl, write_dataset
 from reflectkit.data.record import Record
 from reflectkit.engine.ledger import Ledger
 from reflectkit.engine.manifest import code_info, command_line, read_manifest, write_json_atomic
 from reflectkit.engine.progress import Progress
-from reflectkit.engine.step import FAILED, ResultReader, RowResult, RunContext, Step
+from reflectkit.engine.step import FAILED, ResultReader, RowResult, RunContext, Step, result_row
 from reflectkit.errors import UserError
 from reflectkit.llm.base import FatalModelError, RequestFailed
 from reflectkit.llm.secrets import redact
@@ -363,26 +363,13 @@ class Run:
 
     def iter_output_rows(self, ledger: Ledger) -> Iterable[dict[str, Any]]:
         results = {idx: res for idx, _rid, _st, res in ledger.iter_results()}
-        key = self.step.key
         for rec in self.dataset.records:
             res = results.get(rec.index)
             if res is None:  # cannot happen after a complete run; guard against silent loss
                 raise AssertionError(f"row {rec.id} missing from ledger")
             rr = RowResult.from_json(res)
-            if rr.drop:
-                continue
-            stage: dict[str, Any] = {"status": rr.status}
-            if rr.reason is not None:
-                stage["reason"] = rr.reason
-            stage.update(rr.rk)
-            yield self.step.output_row(record_to_row(
-                rec,
-                instruction=rr.instruction,
-                input=rr.input,
-                output=rr.output,
-                rk={key: stage},
-                mapping=self.dataset.mapping,
-            ), rr)
+            if not rr.drop:
+                yield result_row(self.step, rec, rr, self.dataset.mapping)
 
     def _materialise(self, ledger: Ledger) -> int:
         rows = list(self.iter_output_rows(ledger))

@@ -453,6 +453,23 @@ class ResultReader:
     def counts(self) -> dict[str, int]:
         return self._ledger.counts()
 
+    def rows(self, step: "Step[Any]", mapping: dict[str, str]) -> list[dict[str, Any]]:
+        """The output rows as the engine will write them (dropped rows left out)."""
+        return [result_row(step, rec, rr, mapping) for rec, rr in self if not rr.drop]
+
+
+def result_row(step: "Step[Any]", rec: Record, rr: RowResult, mapping: dict[str, str]) -> dict[str, Any]:
+    """One output row: the record with the result's texts and ``reflectkit.<key>`` = status, reason and ``rk``."""
+    from reflectkit.data.io import record_to_row
+
+    stage: dict[str, Any] = {"status": rr.status}
+    if rr.reason is not None:
+        stage["reason"] = rr.reason
+    stage.update(rr.rk)
+    row = record_to_row(rec, instruction=rr.instruction, input=rr.input, output=rr.output, rk={step.key: stage},
+                        mapping=mapping)
+    return step.output_row(row, rr)
+
 
 def estimate_tokens(text: str) -> int:
     """Rough token estimate used by ``--dry-run`` (about 4 characters per token for English)."""

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import field_validator
 
-from reflectkit.data.io import Dataset, dumps_jsonl, record_to_row
+from reflectkit.data.io import Dataset, dumps_jsonl
 from reflectkit.data.record import Record
 from reflectkit.engine.step import (
     ModelRole,
@@ -175,13 +175,7 @@ class _PairJudgeStep(RowStep[Any]):
         raise NotImplementedError  # pragma: no cover - abstract
 
     def finish(self, ctx: RunContext, results: ResultReader) -> None:
-        rows = []
-        for rec, res in results:
-            stage: dict[str, Any] = {"status": res.status}
-            if res.reason is not None:
-                stage["reason"] = res.reason
-            stage.update(res.rk)
-            rows.append(hoist_row(record_to_row(rec, rk={self.key: stage}, mapping=ctx.dataset.mapping)))
+        rows = results.rows(self, ctx.dataset.mapping)
         if ctx.output is not None:
             path = ctx.output
             ctx.add_file("judgments", path)  # written by the engine after this hook
