@@ -11,7 +11,11 @@ LLAMA_WHEELS  ?= $(HOME)/.cache/reflectkit-wheels/llama-$(LLAMA_VERSION)-avx2
 LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
                  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo test test-fast venv browser bench clean
+# llama.cpp's own server (for the test that `score` refuses it: it returns no prompt log-probs), built once from the
+# llama.cpp that the llama-cpp-python $(LLAMA_VERSION) sdist vendors: only the llama-server target, same CPU flags.
+LLAMA_SERVER_DIR ?= $(HOME)/.cache/reflectkit-wheels/llama-server-$(LLAMA_VERSION)
+
+.PHONY: demo test test-fast venv browser bench clean llama-server
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,10 +38,22 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "WARNING: could not install chromium; browser tests will fail"; }
 
+llama-server: $(STAMP)
+	@test -x $(LLAMA_SERVER_DIR)/bin/llama-server || { set -e; \
+	  echo "building llama.cpp's llama-server $(LLAMA_VERSION) (once; about 11 minutes on 2 cores)"; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(PY) -m pip download --quiet --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_VERSION) -d $$tmp; \
+	  tar xzf $$tmp/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $$tmp; \
+	  cmake -S $$tmp/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp -B $$tmp/build -DCMAKE_BUILD_TYPE=Release \
+	    $(LLAMA_CMAKE) -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null; \
+	  cmake --build $$tmp/build --target llama-server -j $$(nproc) >/dev/null; \
+	  mkdir -p $(LLAMA_SERVER_DIR)/bin; cp $$tmp/build/bin/llama-server $(LLAMA_SERVER_DIR)/bin/; }
+
 demo: $(STAMP)
 	$(VENV)/bin/reflectkit run examples/demo.yaml
 
-test: $(STAMP) browser
+test: $(STAMP) browser llama-server
 	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)

@@ -37,6 +37,7 @@ EXTRA_COMMANDS = (
     "reflectkit.evaluate.cli",
     "reflectkit.pipeline.cli",
     "reflectkit.report.cli",
+    "reflectkit.verify.cli",
 )
 
 

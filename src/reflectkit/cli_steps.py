@@ -111,22 +111,38 @@ def option_params(step_cls: type[Step[Any]]) -> list[inspect.Parameter]:
 def role_params(step_cls: type[Step[Any]]) -> list[inspect.Parameter]:
     P = inspect.Parameter
     params: list[P] = []
-    endpoint = False
+    endpoint = student_endpoint = False
     for role, r in step_cls.model_roles.items():
         pre = r.flag_prefix(role)
         if r.kind == "student":
-            params.append(P(f"role__{role}", P.KEYWORD_ONLY, default="embedded", annotation=Annotated[str, typer.Option(
-                f"--{role}", help=r.help or "'embedded' (SmolLM2-135M-Instruct), a local HF model dir or a .gguf.")]))
+            params.append(
+                P(f"role__{role}", P.KEYWORD_ONLY, default="embedded", annotation=Annotated[str, typer.Option(
+                    f"--{role}", help=r.help or "'embedded' (SmolLM2-135M-Instruct), a local HF model dir or a .gguf.")]))
+            if not r.endpoint:
+                continue
+            student_endpoint = True
+            params += [
+                P(f"role__{role}__base_url", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+                    f"--{role}-base-url", help="OpenAI-compatible endpoint serving the student (prompt log-probs).")]),
+                P(f"role__{role}__model", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+                    f"--{role}-model", help="The student's model name at --" + role + "-base-url.")]),
+                P(f"role__{role}__api_key_env", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+                    f"--{role}-api-key-env", help="Environment variable holding the endpoint's API key.")]),
+            ]
             continue
         endpoint = True
         what = r.help or f"The {role} model"
         params += [
             P(f"role__{role}__model", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
                 f"{pre}model", help=f"{what}: model name at the endpoint, a local .gguf, or 'embedded' (default: embedded SmolLM2-135M).")]),
-            P(f"role__{role}__base_url", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
-                f"{pre}base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")]),
+            P(f"role__{role}__base_url", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option(
+                f"{pre}base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1; repeat it for a "
+                "fleet of endpoints serving the same model.", show_default=False)]),
             P(f"role__{role}__api_key_env", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
                 f"{pre}api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")]),
+            P(f"role__{role}__claims", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+                f"{pre}claims", help="What the endpoint claims to be ('embedded', a .gguf, an HF dir or a "
+                "fingerprint file): every call's prompt token count is checked against it.")]),
         ]
         if r.local:
             params += [
@@ -135,7 +151,7 @@ def role_params(step_cls: type[Step[Any]]) -> list[inspect.Parameter]:
                 P(f"role__{role}__prompt_format", P.KEYWORD_ONLY, default="chat", annotation=Annotated[str, typer.Option(
                     f"{pre}prompt-format", help="Local HF models: chat (chat template) or raw (plain text prompt).")]),
             ]
-    if endpoint:
+    if endpoint or student_endpoint:
         params += [
             P("role__timeout", P.KEYWORD_ONLY, default=600.0, annotation=Annotated[float, typer.Option(
                 "--timeout", help="Per-request timeout in seconds.")]),
@@ -143,6 +159,25 @@ def role_params(step_cls: type[Step[Any]]) -> list[inspect.Parameter]:
                 "--max-attempts", help="Attempts per request (429/5xx/timeouts).")]),
             P("role__concurrency", P.KEYWORD_ONLY, default=8, annotation=Annotated[int, typer.Option(
                 "--concurrency", help="Requests in flight.")]),
+        ]
+    if endpoint:  # chat endpoints: verification, rate limits, budgets, the response cache
+        params += [
+            P("role__canary_every", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[int], typer.Option(
+                "--canary-every", help="Endpoints: repeat a verification canary every K calls (0: off).")]),
+            P("role__on_drift", P.KEYWORD_ONLY, default="stop", annotation=Annotated[str, typer.Option(
+                "--on-drift", help="When an endpoint stops answering like itself: stop (exit 3) or mark the rows.")]),
+            P("role__rpm", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], typer.Option(
+                "--rpm", help="Requests per minute allowed per endpoint.")]),
+            P("role__tpm", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], typer.Option(
+                "--tpm", help="Tokens per minute allowed per endpoint (prompt estimate + max_tokens).")]),
+            P("role__adaptive", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
+                "--adaptive-concurrency", help="Lower concurrency on repeated 429s and raise it again (AIMD).")]),
+            P("role__price_in", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], typer.Option(
+                "--price-in", help="Price per million prompt tokens (default: built-in table by model name).")]),
+            P("role__price_out", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], typer.Option(
+                "--price-out", help="Price per million completion tokens.")]),
+            P("role__max_cost", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], typer.Option(
+                "--max-cost", help="Stop gracefully (exit 1, resumable) when the estimated spend reaches this.")]),
             P("role__no_cache", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
                 "--no-cache", help="Do not read or write the response cache.")]),
             P("role__cache_only", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
@@ -181,7 +216,20 @@ def common_params(step_cls: type[Step[Any]]) -> list[inspect.Parameter]:
         P("quiet", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
             "--quiet", "-q", help="No progress output.")]),
     ]
-    return ps + [p for p in plumbing if p.name in step_cls.cli_plumbing]
+    ps += [p for p in plumbing if p.name in step_cls.cli_plumbing]
+    if step_cls.kind != "task":  # where rows run (engine.executors); task steps have no rows
+        ps += [
+            P("executor", P.KEYWORD_ONLY, default="local", annotation=Annotated[str, typer.Option(
+                "--executor", help="Where rows run: local, or ray (a Ray cluster; pip install 'reflectkit[ray]'). "
+                "The output is the same.")]),
+            P("ray_address", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option(
+                "--ray-address", help="--executor ray: a running cluster (auto, ray://HOST:10001). Default: start "
+                "a local one.")]),
+            P("ray_workers", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[int], typer.Option(
+                "--ray-workers", help="--executor ray: the most actors (default: the cluster's CPUs; its GPUs for "
+                "scoring).")]),
+        ]
+    return ps
 
 
 # ----------------------------------------------------------------------------- the command
@@ -204,6 +252,15 @@ def print_summary(summary: Any, kind: str = "row") -> None:
     counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))
     print(f"{summary.step}: {summary.rows_in} rows -> {summary.rows_out} written ({counts})")
     print(f"  oracle calls {summary.calls}, cache hits {summary.cache_hits}, {summary.wall_time_s:.1f}s")
+    for role, ident in ((getattr(summary, "manifest", None) or {}).get("models") or {}).items():
+        if not isinstance(ident, dict):
+            continue
+        line = (ident.get("cache") or {}).get("line")
+        if line:  # whose answers were replayed
+            print(f"  {role}: {line}")
+        drift = (ident.get("verification") or {}).get("drift")
+        if drift:
+            print(f"  {role}: endpoint drift at call {drift['call']}: {drift['reason']}")
     if summary.output:
         print(f"  output:   {summary.output}")
     print(f"  manifest: {summary.manifest_path}")
@@ -211,17 +268,40 @@ def print_summary(summary: Any, kind: str = "row") -> None:
         print(f"  {summary.failed} rows failed; see reflectkit.{summary.step}.reason in the output. Re-run to retry them.")
 
 
+#: endpoint settings given once on the command line and applied to every endpoint role of the step
+SHARED_SPEC_FLAGS = ("timeout", "max_attempts", "canary_every", "on_drift", "rpm", "tpm", "adaptive", "price_in",
+                     "price_out", "max_cost")
+
+
 def _models_from_flags(step_cls: type[Step[Any]], kw: dict[str, Any]) -> dict[str, Any]:
     from reflectkit.llm.spec import ModelSpec
 
     models: dict[str, Any] = {}
-    common = {k: kw.pop(f"role__{k}") for k in ("timeout", "max_attempts") if f"role__{k}" in kw}
+    common = {k: kw.pop(f"role__{k}") for k in SHARED_SPEC_FLAGS if f"role__{k}" in kw}
+    common = {k: v for k, v in common.items() if v is not None}
     for role, r in step_cls.model_roles.items():
-        if r.kind == "student":
-            models[role] = ModelSpec.coerce(kw.pop(f"role__{role}"))
-            continue
         vals = {k.split("__", 2)[2]: kw.pop(k) for k in list(kw) if k.startswith(f"role__{role}__")}
         vals = {k: v for k, v in vals.items() if v is not None}
+        if r.kind == "student":
+            name = kw.pop(f"role__{role}")
+            if vals.get("base_url"):
+                if name not in (None, "embedded") and vals.get("model") and name != vals["model"]:
+                    raise UserError(f"give the endpoint's model name once: --{role}-model (not also --{role})")
+                vals.setdefault("model", None if name == "embedded" else name)
+                if not vals.get("model"):
+                    raise UserError(f"--{role}-base-url is set but --{role}-model (the model name there) is missing")
+                models[role] = ModelSpec(**vals, **{k: v for k, v in common.items() if k in ("timeout", "max_attempts")})
+            elif vals:
+                raise UserError(f"--{role}-model and --{role}-api-key-env need --{role}-base-url "
+                                f"(a local student is given with --{role})")
+            else:
+                models[role] = ModelSpec.coerce(name)
+            continue
+        urls = vals.pop("base_url", None) or []
+        if urls:
+            vals["base_url"] = urls[0]
+            if len(urls) > 1:
+                vals["base_urls"] = tuple(urls)
         try:
             models[role] = ModelSpec(**vals, **common)
         except Exception as exc:  # pydantic: bad --timeout, an api-key-env that looks like a key
@@ -232,7 +312,7 @@ def _models_from_flags(step_cls: type[Step[Any]], kw: dict[str, Any]) -> dict[st
 
                 pre = r.flag_prefix(role)
                 raise UserError(validation_message(exc, lambda f: pre + f.replace("_", "-")
-                                                   if f not in ("timeout", "max_attempts") else "--" + f.replace("_", "-")))
+                                                   if f not in SHARED_SPEC_FLAGS else "--" + f.replace("_", "-")))
             raise
     return models
 
@@ -253,6 +333,7 @@ def build_command(step_cls: type[Step[Any]]) -> Any:
         models = _models_from_flags(step_cls, kw)
         plumbing = {k: kw.pop(k) for k in ("run_dir", "limit", "restart", "format", "skip_bad_rows", "concurrency")
                     if k in kw and (k in step_cls.cli_plumbing or k == "concurrency")}
+        plumbing.update({k: kw.pop(k) for k in ("executor", "ray_address", "ray_workers") if k in kw})
         check_plumbing({**plumbing, "cache_only": cache_only, "use_cache": not no_cache})
         mapping = parse_mapping(kw.pop("map", None))
         options = {k: v for k, v in kw.items() if k in fields and not (v is None and not fields[k].is_required()

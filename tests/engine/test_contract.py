@@ -43,6 +43,8 @@ def dry_run_args(name: str, tmp_path: Path) -> list[str] | None:
         "generate": [str(_answers(tmp_path, "evalset.jsonl"))],
         "refine": [str(_answers(tmp_path, "evalset.jsonl"))],
         "judge-bench": ["llmbar"],
+        "judge-data": ["llmbar"],
+        "judge-train": ["llmbar"],
         "judge": [str(_answers(tmp_path, "a.jsonl")), str(_answers(tmp_path, "b.jsonl"))],
     }.get(name, [str(ALPACA)])
 
@@ -175,4 +177,5 @@ def test_dry_run_needs_no_client_and_no_key(name, tmp_path):
 
 
 def _command_path(cls) -> str:
-    return {"judge": "judge pairwise", "judge-bench": "judge bench"}.get(cls.name, cls.name)
+    return {"judge": "judge pairwise", "judge-bench": "judge bench", "judge-data": "judge build-data",
+            "judge-train": "judge train"}.get(cls.name, cls.name)

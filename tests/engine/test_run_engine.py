@@ -71,7 +71,7 @@ def _case(name: str, tmp_path: Path) -> tuple[dict, object]:
         return {}, _answers(tmp_path, "evalset.jsonl")
     if name == "judge":
         return {}, [_answers(tmp_path, "answers_a.jsonl"), _answers(tmp_path, "answers_b.jsonl")]
-    if name == "judge-bench":
+    if name in ("judge-bench", "judge-data"):
         return {}, "llmbar"
     if name == "refine":
         return {}, _answers(tmp_path, "evalset.jsonl")
@@ -170,3 +170,30 @@ def test_rows_failed_upstream_are_gated_with_a_count_and_a_reason(tmp_path):
     reasons = [res["reason"] for _i, _id, st, res in led.iter_results() if st == UPSTREAM_FAILED]
     led.close()
     assert reasons == ["failed in the earlier stage 'recycle': HTTP 500"]
+
+
+def test_a_streamed_input_gives_the_same_output_and_resumes_a_whole_read_run(tmp_path):
+    """Streaming changes nothing a user sees: same bytes, and a run directory made by reading the file whole resumes
+    when the same file is streamed (the fingerprint's row-id digest is the same)."""
+    from reflectkit.recycle.step import RecycleStep
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(40)))
+    step = RecycleStep(phase="response")
+
+    def go(ds, out, run_dir, model):
+        return run_step(step, ds, output=out, run_dir=run_dir, concurrency=4, progress=False,
+                        clients={"oracle": CachedChatModel(model, None)})
+
+    ref = FakeModel()
+    go(read_dataset(src, stream=False), tmp_path / "ref.jsonl", tmp_path / "ref", ref)
+    crashing = FakeModel(crash_after=15)
+    with pytest.raises(Crash):
+        go(read_dataset(src, stream=False), tmp_path / "b.jsonl", tmp_path / "b", crashing)
+    streamed = read_dataset(src, stream=True)
+    assert streamed.streamed
+    resumed = FakeModel()
+    s = go(streamed, tmp_path / "b.jsonl", tmp_path / "b", resumed)
+    assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    assert s.rows_in == 40 and resumed.calls <= 40 - 15 + 4  # only rows not finished (or in flight) were redone
+    assert s.manifest["tokens"] == {"prompt": 400, "completion": 200}  # SQL aggregates over the ledger

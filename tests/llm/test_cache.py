@@ -134,3 +134,98 @@ def test_export_of_an_empty_cache(tmp_path: Path) -> None:
     assert _read_export(out) == []
     assert ResponseCache(tmp_path / "d").import_(out) == (0, 0)
     c.close()
+
+
+# ---------------------------------------------------------------------- producers (issue 12)
+class _Endpoint:
+    """The attributes CachedChatModel reads of a verified endpoint client (a stand-in: no network needed to test
+    what the cache records; the real guard is exercised in tests/verify)."""
+
+    def __init__(self, id_hash: str, host: str = "10.0.0.7:8000", *, verified: bool = True) -> None:
+        self.identity = {"kind": "openai-compatible", "model": "m", "base_url": f"http://{host}/v1",
+                         "verification": {"identity_hash": id_hash, "host": host}}
+        self.cache_identity = f"openai-compatible:m#{id_hash[:16]}" if verified else "openai-compatible:m"
+        self.calls = 0
+
+    async def chat(self, messages, params):
+        from reflectkit.llm.base import ChatResult
+
+        self.calls += 1
+        return ChatResult(text=f"answer to {messages[-1]['content']}", prompt_tokens=3, completion_tokens=2)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _ask(model, n: int) -> None:
+    import asyncio
+
+    async def go() -> None:
+        for i in range(n):
+            await model.chat([{"role": "user", "content": f"q{i}"}], SamplingParams(), prompt_version="v1")
+
+    asyncio.run(go())
+
+
+def test_entries_record_their_producer_and_replays_name_it(tmp_path: Path) -> None:
+    from reflectkit.llm.cache import CachedChatModel
+
+    cache = ResponseCache(tmp_path / "c")
+    producer = _Endpoint("ab12cd34" * 8)
+    _ask(CachedChatModel(producer, cache), 3)
+    entries = list(cache.iter_entries())
+    assert [e["producer"]["identity"] for e in entries] == ["ab12cd34" * 8] * 3
+    assert {e["producer"]["host"] for e in entries} == {"10.0.0.7:8000"}
+    replay = CachedChatModel(_Endpoint("ab12cd34" * 8), cache)
+    _ask(replay, 4)  # 3 from the cache, 1 new
+    date = entries[0]["producer"]["date"]
+    assert replay.cache_line() == f"3 of 4 responses from cache, produced by identity ab12cd34ab12… at host 10.0.0.7:8000 on {date}"
+    assert replay.identity["cache"]["replayed"] == [{"identity": "ab12cd34" * 8, "host": "10.0.0.7:8000",
+                                                     "date": date, "responses": 3}]
+
+
+def test_another_identity_under_the_same_name_shares_nothing(tmp_path: Path) -> None:
+    from reflectkit.llm.cache import CachedChatModel
+
+    cache = ResponseCache(tmp_path / "c")
+    _ask(CachedChatModel(_Endpoint("a" * 64), cache), 3)
+    other = CachedChatModel(_Endpoint("b" * 64), cache)
+    _ask(other, 3)
+    assert other.hits == 0 and other.inner.calls == 3 and other.cache_line() is None
+
+
+def test_cache_only_replay_finds_the_verified_entries_and_shows_the_producer(tmp_path: Path) -> None:
+    from reflectkit.llm.cache import CachedChatModel
+
+    src = ResponseCache(tmp_path / "src")
+    _ask(CachedChatModel(_Endpoint("c" * 64, "oracle.example:443"), src), 2)
+    src.export(tmp_path / "x.jsonl")
+    dst = ResponseCache(tmp_path / "dst")
+    assert dst.import_(tmp_path / "x.jsonl") == (2, 0)
+    # a replay never reaches the endpoint, so it cannot know the verified identity: only the name
+    replay = CachedChatModel(_Endpoint("c" * 64, verified=False), dst, cache_only=True)
+    _ask(replay, 2)
+    assert replay.hits == 2 and replay.inner.calls == 0
+    assert "produced by identity cccccccccccc… at host oracle.example:443 on" in replay.cache_line()
+
+
+def test_old_exports_and_old_cache_files_still_work(tmp_path: Path) -> None:
+    import sqlite3
+
+    src = ResponseCache(tmp_path / "src")
+    _fill(src, 2)
+    out = tmp_path / "old.jsonl"
+    src.export(out)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("producer" not in e for e in lines)  # entries without producers export as before
+    # a cache file from before producers were recorded: 5 columns
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    con = sqlite3.connect(old_dir / "responses.sqlite")
+    con.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, "
+                "response TEXT NOT NULL, created REAL NOT NULL)")
+    con.commit()
+    con.close()
+    old = ResponseCache(old_dir)
+    assert old.import_(out) == (2, 0)
+    assert old.get_entry(lines[0]["key"]) == (lines[0]["response"], None)

@@ -69,7 +69,8 @@ def test_retry_after_is_honoured_and_retries_succeed(llama_server, tmp_path: Pat
     monkeypatch.setattr(RetryPolicy, "backoff", recording_backoff)
     proxy = FaultProxy(llama_server.port, FaultPlan(p_429=0.5, retry_after="0.3", seed=1)).start()
     try:
-        spec = ModelSpec(model=llama_server.alias, base_url=proxy.base_url, max_attempts=8, backoff_base=5.0)
+        # 16 attempts: the start verification's 10 calls also meet the 50% of 429s (a run of 8 is then likely)
+        spec = ModelSpec(model=llama_server.alias, base_url=proxy.base_url, max_attempts=16, backoff_base=5.0)
         s = recycle(ALPACA, tmp_path / "o.jsonl", phase="response", oracle=spec, run_dir=tmp_path / "run", limit=3,
                     max_tokens=16, cache_dir=tmp_path / "cache", concurrency=1)
     finally:

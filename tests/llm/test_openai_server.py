@@ -31,7 +31,7 @@ def test_recycle_via_endpoint_records_everything_and_second_run_makes_zero_calls
         rk = row["reflectkit"]["recycle"]
         assert rk["status"] in ("rewritten", "kept_original")
         assert rk["original"]["instruction"] and isinstance(rk["raw"], str) and rk["raw"]
-        assert rk["oracle"] == f"openai-compatible:{llama_server.alias}"
+        assert rk["oracle"] == f"openai-compatible:{llama_server.alias}"  # the verified hash is in the manifest
         assert rk["tokens"]["completion"] > 0 and rk["tokens"]["prompt"] > 0
         assert rk["truncated"] is True  # 48 tokens cannot hold a full reflection: flagged
         if rk["status"] == "kept_original":

@@ -36,6 +36,7 @@ PROMPT_DICT_ALPACA = {
 def get_perplexity_and_embedding_whole_text(tokenizer: Any, model: Any, text: str, max_length: int) -> tuple[float, float]:
     try:
         input_ids = tokenizer.encode(text, return_tensors="pt", truncation=True, max_length=max_length)
+        input_ids = input_ids.to(model.device)  # the reference runs on cuda:0 by default; we follow the model
         with torch.no_grad():
             outputs = model(input_ids, labels=input_ids.contiguous())
         loss = outputs.loss
@@ -50,6 +51,7 @@ def get_perplexity_and_embedding_part_text(tokenizer: Any, model: Any, text: str
         input_ids = tokenizer.encode(text, return_tensors="pt", truncation=True, max_length=max_length)
         start_index = text.rfind(target_span)
         start_token = len(tokenizer.encode(text[:start_index]))
+        input_ids = input_ids.to(model.device)
         labels = input_ids.clone()
         labels[0, :start_token] = -100
         with torch.no_grad():
@@ -61,11 +63,29 @@ def get_perplexity_and_embedding_part_text(tokenizer: Any, model: Any, text: str
         return 0, 0
 
 
+class _ChatTemplate:
+    """The ``chat`` wrapper (a reflectkit extension, not in the papers) shaped like the reference's prompt strings:
+    ``format_map`` puts the instruction (``+ "\\nInput:\\n" + input``) in a user turn of the student's chat
+    template, with the generation prompt. Everything else in the loop stays the reference's."""
+
+    def __init__(self, tokenizer: Any, with_input: bool) -> None:
+        self.tokenizer = tokenizer
+        self.with_input = with_input
+
+    def format_map(self, d: dict[str, str]) -> str:
+        content = f"{d['instruction']}\nInput:\n{d['input']}" if self.with_input else d["instruction"]
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+
 def reference_sample(tokenizer: Any, model: Any, data_i: dict[str, str], max_length: int = 2048,
                      prompt: str = "vicuna") -> dict[str, list[float]]:
     """``temp_data_i`` of the reference loop for one sample: ``{'ppl': [4], 'loss': [4]}`` or ``{}``."""
-    d = PROMPT_DICT_VICUNA if prompt == "vicuna" else PROMPT_DICT_ALPACA
-    prompt_no_input, prompt_input = d["prompt_no_input"], d["prompt_input"]
+    if prompt == "chat":
+        prompt_no_input, prompt_input = _ChatTemplate(tokenizer, False), _ChatTemplate(tokenizer, True)
+    else:
+        d = PROMPT_DICT_VICUNA if prompt == "vicuna" else PROMPT_DICT_ALPACA
+        prompt_no_input, prompt_input = d["prompt_no_input"], d["prompt_input"]
     instruct_i = data_i["instruction"]
     output_i = data_i["output"]
     instruct_i_ori = instruct_i

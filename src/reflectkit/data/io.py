@@ -3,6 +3,16 @@
 Every problem with the user's file becomes one :class:`~reflectkit.errors.UserError` naming the file and the
 line (JSONL, JSON, CSV) or row (Parquet). With ``skip_bad_rows=True`` a bad row becomes a :class:`BadRow`
 that is counted and reported instead.
+
+**Streaming.** Files of at least ``REFLECTKIT_STREAM_MIN_BYTES`` bytes (default 16 MiB) in a format that can be
+read row by row (JSONL line by line, a JSON array element by element, CSV/TSV row by row, Parquet one row-group
+batch at a time) are not held in
+memory: :func:`read_dataset` checks every row once (so a bad row is still reported before any work starts) and
+keeps only the counts, the file's sha256 and the digest of the row ids; ``Dataset.records`` is then a
+:class:`LazyRecords` that reads the file again each time it is iterated. Indexing it (or slicing anything but a
+prefix) reads the whole file into memory once, for the steps that need every row at once. A JSON object (a
+wrapper such as ``{"data": [...]}``, or one row) is read whole. :func:`write_rows` writes JSONL output row by row; Parquet output is
+built in memory (its schema is the union of every row's columns).
 """
 
 from __future__ import annotations
@@ -13,9 +23,11 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, overload
 
 from reflectkit.data.record import RK_KEY, Record, row_id
 from reflectkit.errors import UserError
@@ -53,18 +65,91 @@ class Dataset:
     mapping: dict[str, str] = field(default_factory=dict)
 
     rows_in_file: int = 0
+    #: sha256 of the row ids joined by newlines (computed while scanning a streamed file; else on demand)
+    ids_digest: str | None = None
 
     @property
     def n_rows(self) -> int:
         return self.rows_in_file or (len(self.records) + len(self.bad_rows))
 
-    def limit(self, n: int | None) -> "Dataset":
+    @property
+    def streamed(self) -> bool:
+        """True when the records are read from the file on each pass rather than held in memory."""
+        return isinstance(self.records, LazyRecords) and not self.records.materialised
+
+    def row_ids_sha256(self) -> str:
+        """sha256 of ``"\n".join(record ids)``, streamed (the run fingerprint's row-id part)."""
+        if self.ids_digest is None:
+            h = hashlib.sha256()
+            for i, r in enumerate(self.records):
+                h.update((("\n" if i else "") + r.id).encode())
+            self.ids_digest = h.hexdigest()
+        return self.ids_digest
+
+    def limit(self, n: int | None) -> Dataset:
         """The first ``n`` rows of the file (``--limit``); bad rows among them stay recorded."""
         if n is None:
             return self
-        recs = [r for r in self.records if r.index < n]
         bad = [b for b in self.bad_rows if b.index < n]
+        recs: Any
+        if isinstance(self.records, LazyRecords) and not self.records.materialised:
+            recs = self.records.first(n, min(n, self.n_rows) - len(bad))
+        else:
+            recs = [r for r in self.records if r.index < n]
         return Dataset(self.path, self.file_format, self.shape, recs, bad, self.sha256, self.mapping, self.n_rows)
+
+
+class LazyRecords(Sequence[Record]):
+    """The records of a streamed file: each iteration reads the file again, row by row (flat memory).
+
+    ``len()`` is known from the scan. A prefix slice (``records[:k]``) reads only the first rows; any other index
+    reads every record into memory once (``materialised``), for the steps that need the whole dataset.
+    """
+
+    def __init__(self, source: _StreamSource, count: int, limit: int | None = None) -> None:
+        self._source = source
+        self._count = count
+        self._limit = limit
+        self._cache: list[Record] | None = None
+
+    @property
+    def materialised(self) -> bool:
+        return self._cache is not None
+
+    def first(self, n: int, count: int) -> LazyRecords:
+        limit = n if self._limit is None else min(n, self._limit)
+        return LazyRecords(self._source, max(0, count), limit)
+
+    def __iter__(self) -> Iterator[Record]:
+        if self._cache is not None:
+            return iter(self._cache)
+        return self._source.iter_records(self._limit)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if self._cache is None and isinstance(i, slice) and i.start in (None, 0) and i.step in (None, 1) \
+                and i.stop is not None and i.stop >= 0:
+            return list(islice(iter(self), i.stop))
+        if self._cache is None:
+            self._cache = list(self._source.iter_records(self._limit))
+        return self._cache[i]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, LazyRecords)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"LazyRecords({self._source.path}, {self._count} records)"
 
 
 def parse_mapping(spec: str | None) -> dict[str, str]:
@@ -277,7 +362,7 @@ def _chat_record(raw: dict[str, Any], column: str, role_key: str, content_key: s
 def _to_record(index: int, raw: Any, shape: str, mapping: dict[str, str], require_output: bool) -> Record:
     if not isinstance(raw, dict):
         raise _RowError(f"expected a JSON object, got {type(raw).__name__}")
-    col = lambda name: mapping.get(name, name)  # noqa: E731
+    col = lambda name: mapping.get(name, name)
     system = ""
     turns = 1
     if shape == "alpaca":
@@ -336,17 +421,28 @@ def read_dataset(
     mapping: dict[str, str] | None = None,
     skip_bad_rows: bool = False,
     require_output: bool = True,
+    stream: bool | None = None,
 ) -> Dataset:
     """Read a dataset file into :class:`Record` objects.
 
     ``format`` forces the record shape (``alpaca``, ``messages``, ``sharegpt``); by default it is detected from
     the first row. ``mapping`` renames fields (``{"instruction": "question", "output": "answer"}``).
+    ``stream``: None streams files of at least :func:`stream_min_bytes` in a streamable format (see the module
+    docstring), True streams whenever the format allows, False never streams.
     """
     p = Path(path)
     mapping = dict(mapping or {})
     if format is not None and format not in SHAPES:
         raise UserError(f"--format must be one of {', '.join(SHAPES)}, got {format!r}")
     existing_file(p)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read file ({exc.strerror})") from None
+    if stream is not False and (stream or size >= stream_min_bytes()):
+        sfmt = _stream_format(p)
+        if sfmt is not None:
+            return _StreamSource(p, sfmt, format, mapping, require_output, skip_bad_rows).scan()
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -381,6 +477,247 @@ def read_dataset(
     return Dataset(p, fmt, shape or "alpaca", records, bad, sha, mapping, index)
 
 
+# --------------------------------------------------------------------------------------------- streaming
+
+ENV_STREAM_MIN_BYTES = "REFLECTKIT_STREAM_MIN_BYTES"
+_STREAM_MIN_BYTES = 16 << 20
+
+
+def stream_min_bytes() -> int:
+    """Files at least this large are streamed when their format allows (``REFLECTKIT_STREAM_MIN_BYTES``)."""
+    try:
+        return int(os.environ.get(ENV_STREAM_MIN_BYTES, _STREAM_MIN_BYTES))
+    except ValueError:
+        return _STREAM_MIN_BYTES
+
+
+def _stream_format(path: Path) -> str | None:
+    """The streamable format of ``path``, or None when it must be read whole (JSON, an unclear JSONL file)."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".json":  # an array streams element by element; an object (a wrapper, one row) is read whole
+        with open(path, "rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        return "json" if head.startswith(b"[") else None
+    if suffix not in (".jsonl", ".ndjson"):
+        return None
+    # JSONL only when the first non-blank line is an object on its own and a second row follows: then the whole
+    # file cannot be one JSON document, so the eager reader would call it JSONL too
+    lines = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            if lines == 0:
+                try:
+                    first = json.loads(raw.decode("utf-8-sig"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return None
+                if not isinstance(first, dict):
+                    return None
+            lines += 1
+            if lines >= 2:
+                return "jsonl"
+    return None
+
+
+class _StreamSource:
+    """A dataset file read row by row (JSONL, CSV/TSV, Parquet). :meth:`scan` checks every row once and returns
+    the :class:`Dataset`; :meth:`iter_records` reads the records again, as often as needed."""
+
+    def __init__(self, path: Path, fmt: str, shape: str | None, mapping: dict[str, str], require_output: bool,
+                 skip_bad_rows: bool) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.shape = shape
+        self.mapping = mapping
+        self.require_output = require_output
+        self.skip_bad_rows = skip_bad_rows
+        self._hash: Any = None
+
+    # -- raw rows
+    def _raw(self) -> Iterator[tuple[str, Any]]:
+        if self.fmt == "jsonl":
+            yield from self._raw_jsonl()
+        elif self.fmt == "json":
+            yield from self._raw_json_array()
+        elif self.fmt == "csv":
+            yield from self._raw_csv()
+        else:
+            yield from self._raw_parquet()
+
+    def _raw_jsonl(self) -> Iterator[tuple[str, Any]]:
+        offset = 0
+        with open(self.path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if self._hash is not None:
+                    self._hash.update(raw)
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{self.path}:{lineno}: file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
+                                    f"at offset {offset + exc.start})") from None
+                offset += len(raw)
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{self.path}:{lineno}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield f"{self.path}:{lineno}", _Malformed(f"malformed JSON ({exc.msg}, column {exc.colno})")
+
+    def _raw_json_array(self, chunk: int = 1 << 20) -> Iterator[tuple[str, Any]]:
+        """The elements of a top-level JSON array, parsed one at a time from a sliding buffer."""
+        decoder = json.JSONDecoder()
+        ws = " \t\r\n"
+        with open(self.path, encoding="utf-8-sig") as fh:
+            buf, pos, lines_before, eof = "", 0, 0, False
+
+            def more() -> bool:
+                nonlocal buf, pos, lines_before, eof
+                if eof:
+                    return False
+                try:
+                    data = fh.read(chunk)
+                except UnicodeDecodeError:
+                    raise UserError(f"{self.path}:{lines_before + buf.count(chr(10)) + 1}: file is not valid UTF-8") from None
+                if not data:
+                    eof = True
+                    return False
+                if pos > chunk:  # drop what is parsed; count its lines for messages
+                    lines_before += buf.count("\n", 0, pos)
+                    buf, pos = buf[pos:], 0
+                buf += data
+                return True
+
+            def skip() -> str:
+                nonlocal pos
+                while True:
+                    while pos < len(buf) and buf[pos] in ws:
+                        pos += 1
+                    if pos < len(buf) or not more():
+                        return buf[pos] if pos < len(buf) else ""
+
+            def fail(msg: str, at: int) -> UserError:
+                return UserError(f"{self.path}:{lines_before + buf.count(chr(10), 0, at) + 1}: malformed JSON ({msg})")
+
+            if skip() != "[":
+                raise fail("expected a JSON array", pos)
+            pos += 1
+            i = 0
+            if skip() == "]":
+                return
+            while True:
+                skip()
+                while True:
+                    try:
+                        obj, end = decoder.raw_decode(buf, pos)
+                        if end == len(buf) and not eof and isinstance(obj, (int, float)):
+                            raise json.JSONDecodeError("number may continue", buf, pos)  # read the rest first
+                        break
+                    except json.JSONDecodeError as exc:
+                        if not more():
+                            raise fail(exc.msg, exc.pos) from None
+                pos = end
+                i += 1
+                yield f"{self.path}:row {i}", obj
+                c = skip()
+                if c == ",":
+                    pos += 1
+                elif c == "]":
+                    return
+                else:
+                    raise fail("expected ',' or ']' after an array element", pos)
+
+    def _raw_csv(self) -> Iterator[tuple[str, Any]]:
+        delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        with open(self.path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            try:
+                if not reader.fieldnames:
+                    raise UserError(f"{self.path}: CSV file has no header row")
+                for row in reader:
+                    yield f"{self.path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
+            except csv.Error as exc:
+                raise UserError(f"{self.path}:{reader.line_num}: malformed CSV ({exc})") from None
+            except UnicodeDecodeError:
+                raise UserError(f"{self.path}:{reader.line_num + 1}: file is not valid UTF-8") from None
+
+    def _raw_parquet(self) -> Iterator[tuple[str, Any]]:
+        try:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(self.path)
+            batches = pf.iter_batches(batch_size=2048)
+        except Exception as exc:  # pyarrow raises many types for corrupt files
+            raise UserError(f"{self.path}: not a readable Parquet file ({exc.__class__.__name__}: {exc})") from None
+        i = 0
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as exc:
+                raise UserError(f"{self.path}: not a readable Parquet file ({exc.__class__.__name__}: {exc})") from None
+            if batch is None:
+                return
+            for row in batch.to_pylist():
+                i += 1
+                if isinstance(row.get(RK_KEY), str):
+                    try:
+                        row[RK_KEY] = json.loads(row[RK_KEY])
+                    except json.JSONDecodeError:
+                        pass
+                yield f"{self.path}:row {i}", row
+
+    # -- records
+    def _rows(self) -> Iterator[Record | BadRow]:
+        """Records and bad rows in file order (a bad row raises unless ``skip_bad_rows``)."""
+        shape = self.shape
+        index = 0
+        for where, raw in self._raw():
+            try:
+                if isinstance(raw, _Malformed):
+                    raise _RowError(raw.reason)
+                if shape is None and isinstance(raw, dict):
+                    shape = self.shape = _detect_shape(raw, self.mapping)
+                yield _to_record(index, raw, shape or "alpaca", self.mapping, self.require_output)
+            except _RowError as exc:
+                if not self.skip_bad_rows:
+                    raise UserError(f"{where}: {exc} (use --skip-bad-rows to record and skip bad rows)") from None
+                yield BadRow(where, str(exc), index)
+            index += 1
+
+    def iter_records(self, limit: int | None = None) -> Iterator[Record]:
+        for r in self._rows():
+            if limit is not None and r.index >= limit:
+                return
+            if isinstance(r, Record):
+                yield r
+
+    def scan(self) -> Dataset:
+        """Read every row once: counts, bad rows, shape, the file's sha256 and the row-id digest; no records kept."""
+        self._hash = hashlib.sha256() if self.fmt == "jsonl" else None
+        ids = hashlib.sha256()
+        bad: list[BadRow] = []
+        n_records = n_rows = 0
+        for r in self._rows():
+            n_rows += 1
+            if isinstance(r, BadRow):
+                bad.append(r)
+                continue
+            ids.update((("\n" if n_records else "") + r.id).encode())
+            n_records += 1
+        sha = self._hash.hexdigest() if self._hash is not None else file_sha256(self.path)
+        self._hash = None
+        if not n_records and not bad:
+            raise UserError(f"{self.path}: file contains no rows")
+        if not n_records:
+            raise UserError(f"{self.path}: no readable rows ({len(bad)} bad rows; first: {bad[0].where}: {bad[0].reason})")
+        return Dataset(self.path, self.fmt, self.shape or "alpaca", LazyRecords(self, n_records), bad, sha,  # type: ignore[arg-type]
+                       self.mapping, n_rows, ids.hexdigest())
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 
@@ -411,7 +748,7 @@ def record_to_row(
 ) -> dict[str, Any]:
     """Build the output row in the record's original shape, with new texts and reflectkit's fields under ``reflectkit``."""
     mapping = mapping or {}
-    col = lambda name: mapping.get(name, name)  # noqa: E731
+    col = lambda name: mapping.get(name, name)
     row = dict(rec.raw)
     ins = rec.instruction if instruction is None else instruction
     inp = rec.input if input is None else input
@@ -481,6 +818,37 @@ def write_dataset(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> P
     except OSError as exc:
         raise UserError(f"{p}: cannot write output ({exc.strerror})") from None
     return p
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> int:
+    """Write rows atomically and return how many: JSONL row by row (flat memory, the same bytes as
+    :func:`write_dataset`); Parquet through :func:`write_dataset` (built in memory)."""
+    p = Path(path)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        rows = list(rows)
+        write_dataset(rows, p)
+        return len(rows)
+    n = 0
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as fh:
+                for r in rows:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+                    n += 1
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as exc:
+        raise UserError(f"{p}: cannot write output ({exc.strerror})") from None
+    return n
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -33,6 +34,9 @@ PLUMBING: dict[str, Any] = {
     "restart": False,
     "clients": None,
     "gate_failed": False,
+    "executor": "local",
+    "ray_address": None,
+    "ray_workers": None,
 }
 
 
@@ -102,15 +106,36 @@ def run(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str 
     ds = step.read_input(input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
                          limit=p["limit"])
     if dry_run:
-        return step.estimate(ds.records)
+        return with_cost(step, step.estimate(ds.records))
     out = Path(output) if output else None
     if out is not None and ds.path is not None and out.exists() and out.resolve() == Path(ds.path).resolve():
         raise UserError(f"-o {out}: the output would overwrite the input file")
+    from reflectkit.engine.executors import executor_for
+
+    executor = executor_for(p["executor"], ray_address=p["ray_address"], ray_workers=p["ray_workers"])
     runner = Run(step, ds, output=out, run_dir=Path(p["run_dir"]) if p["run_dir"] else None,
                  concurrency=p["concurrency"], progress=p["progress"], restart=p["restart"],
                  cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None, use_cache=p["use_cache"],
-                 cache_only=p["cache_only"], clients=p["clients"], gate_failed=p["gate_failed"])
+                 cache_only=p["cache_only"], clients=p["clients"], gate_failed=p["gate_failed"], executor=executor)
     return asyncio.run(runner.execute())
+
+
+def with_cost(step: Step[Any], estimate: dict[str, Any]) -> dict[str, Any]:
+    """Add the estimated cost to a ``--dry-run`` estimate when an endpoint role has prices (``--price-in`` /
+    ``--price-out`` or the built-in table): prompt tokens x input price + the most completion tokens x output
+    price, an upper bound since answers are usually shorter than ``max_tokens``."""
+    from reflectkit.llm.pricing import prices_for
+
+    roles = [r for r in step.active_roles() if step.model_roles[r].kind == "chat" and step.spec(r).base_url]
+    prices = next((p for r in roles if (p := prices_for(step.spec(r))) is not None), None)
+    if prices is None or "prompt_tokens" not in estimate:
+        return estimate
+    completion = int(estimate.get("max_completion_tokens", 0) or 0)
+    cost = prices.cost(int(estimate["prompt_tokens"]), completion)
+    out = dict(estimate)
+    out["estimated_cost_usd"] = (f"at most {cost:.4f} (prompt {prices.price_in:g} + completion "
+                                 f"{prices.price_out:g} USD per million tokens; {prices.source})")
+    return out
 
 
 def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Callable[..., Any]:
@@ -149,4 +174,4 @@ def api_function(step_cls: type[Step[Any]], *, input_name: str = "input") -> Cal
     return fn
 
 
-__all__ = ["run", "api_function", "make_step", "check_plumbing", "validation_message", "PLUMBING"]
+__all__ = ["PLUMBING", "api_function", "check_plumbing", "make_step", "run", "validation_message"]

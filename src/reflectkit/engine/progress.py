@@ -1,5 +1,9 @@
 """Progress: a live rich bar on a TTY, plain periodic log lines otherwise.
 
+The line shows rows/s, tokens/s, cache hits, failed rows and, when the endpoint has prices (``--price-in`` /
+``--price-out`` or the built-in table), the estimated spend so far. The bar is redrawn at most every
+``min_redraw_s`` seconds: at thousands of rows per second a redraw per row would cost more than the rows.
+
 Rows already finished by an earlier invocation (resumed from the ledger) are announced with
 :meth:`Progress.resume`: they count towards ``done/total`` but not towards the rows/s rate or the ETA, which
 describe only the work of this invocation.
@@ -9,12 +13,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Progress:
     def __init__(self, label: str, total: int, *, stats: Callable[[], dict[str, Any]], enabled: bool = True,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0, min_redraw_s: float = 0.1) -> None:
         self.label = label
         self.total = total
         self.done = 0  # rows finished, resumed ones included (the bar's position)
@@ -24,13 +29,16 @@ class Progress:
         self.interval = interval
         self.start = time.monotonic()
         self._last_log = self.start
+        self._last_draw = 0.0
+        self.min_redraw_s = min_redraw_s
         self._tty = enabled and sys.stderr.isatty()
         self._bar: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self._tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+            from rich.progress import Progress as RichProgress
 
             # The ETA is our own text column: rich's TimeRemainingColumn would derive its speed from every
             # completed-count change, resumed rows included.
@@ -67,9 +75,11 @@ class Progress:
         s = self.stats()
         tok_s = s.get("completion_tokens", 0) / elapsed
         eta = self.eta()
+        spent = s.get("spent")
+        spend = f", spent ${spent:.4f}" if spent is not None else ""
         return (
             f"{self.rate():.2f} rows/s",
-            f"{tok_s:.0f} tok/s, cache hits {s.get('cache_hits', 0)}, failed {s.get('failed', 0)}",
+            f"{tok_s:.0f} tok/s, cache hits {s.get('cache_hits', 0)}, failed {s.get('failed', 0)}{spend}",
             f"ETA {eta:.0f}s" if eta == eta else "ETA ?",
         )
 
@@ -92,6 +102,10 @@ class Progress:
 
     def _refresh(self, *, force: bool) -> None:
         if self._bar is not None:
+            now = time.monotonic()
+            if not force and now - self._last_draw < self.min_redraw_s:
+                return
+            self._last_draw = now
             rate, extra, eta = self._line()
             self._bar.update(self._task, completed=self.done, rate=rate, eta=eta, extra=extra)
         elif self.enabled:

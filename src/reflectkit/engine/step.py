@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from reflectkit.llm.spec import ModelSpec
 
 FAILED = "failed"
+#: rows answered by an endpoint after its last good verification check (issue 12): redone on re-run, never output
+SUSPECT = "suspect"
 StepKind = Literal["row", "batch", "dataset", "task"]
 
 
@@ -157,6 +159,8 @@ class ModelRole:
     prefix: str | None = None
     #: also a local Hugging Face model (adds --<role>-adapter and --<role>-prompt-format)
     local: bool = False
+    #: a student role that may also be an OpenAI-compatible endpoint (adds --<role>-base-url, --<role>-model ...)
+    endpoint: bool = False
 
     def flag_prefix(self, role: str) -> str:
         return self.prefix if self.prefix is not None else f"--{role}-"

@@ -1,7 +1,8 @@
-"""``reflectkit eval gsm8k|ifeval|compare``, ``reflectkit judge pairwise|summarize|bench``, ``reflectkit refine``.
+"""``reflectkit eval gsm8k|ifeval|compare``, ``reflectkit judge pairwise|summarize|bench|build-data|train``,
+``reflectkit refine``.
 
 ``reflectkit generate`` is generated from its step like every registered step. ``judge pairwise``, ``judge bench``
-and ``refine`` are generated from their steps too (:func:`reflectkit.cli_steps.build_command`) and attached here,
+``judge build-data``, ``judge train`` and ``refine`` are generated from their steps too (:func:`reflectkit.cli_steps.build_command`) and attached here,
 under the ``judge`` group or by their own name. ``eval gsm8k``/``eval ifeval`` are the ``eval`` step with the metric
 fixed (flags -> :mod:`reflectkit.evaluate.api` -> print); ``eval compare`` and ``judge summarize`` make no model
 calls and are plain functions of their files.
@@ -44,7 +45,9 @@ def _first_paragraph(cls: Any) -> str:
 
 def register(app: typer.Typer) -> None:  # noqa: C901 (one function per command, registered together)
     from reflectkit.cli_steps import build_command
+    from reflectkit.evaluate.judge_data import JudgeDataStep
     from reflectkit.evaluate.judge_step import JudgeBenchStep, JudgeStep
+    from reflectkit.evaluate.judge_train import JudgeTrainStep
     from reflectkit.evaluate.refine import RefineStep
 
     eval_app = typer.Typer(help="Score answers: GSM8K, IFEval; compare two runs with a paired bootstrap.", no_args_is_help=True)
@@ -56,6 +59,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 (one function per command,
     app.command("refine", help=_first_paragraph(RefineStep))(build_command(RefineStep))
     judge_app.command("pairwise", help=_first_paragraph(JudgeStep))(build_command(JudgeStep))
     judge_app.command("bench", help=_first_paragraph(JudgeBenchStep))(build_command(JudgeBenchStep))
+    judge_app.command("build-data", help=_first_paragraph(JudgeDataStep))(build_command(JudgeDataStep))
+    judge_app.command("train", help=_first_paragraph(JudgeTrainStep))(build_command(JudgeTrainStep))
 
     @eval_app.command("gsm8k")
     def eval_gsm8k_cmd(

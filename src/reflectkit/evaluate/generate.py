@@ -21,7 +21,7 @@ from reflectkit.data.record import Record
 from reflectkit.engine.step import ModelRole, RowResult, RowStep, RunContext, StageRefs, StepOptions, estimate_tokens, option
 from reflectkit.errors import UserError
 from reflectkit.evalsets import EvalItem, builtin_path, is_builtin, load_evalset
-from reflectkit.llm.base import Message, SamplingParams
+from reflectkit.llm.base import Message, SamplingParams, stable_identity
 from reflectkit.llm.spec import ModelSpec
 from reflectkit.prompts import PromptSet, load_prompt_set
 
@@ -269,7 +269,7 @@ class GenerateStep(RowStep[GenerateOptions]):
         model = ctx.model("model")
         res = await model.chat(self._messages(rec), self.sampling(bool(rec.extra.get("_gsm8k"))),
                                prompt_version=self.prompt_set.version)
-        rk = {"model": model.identity, "finish_reason": res.finish_reason, "truncated": res.truncated,
+        rk = {"model": stable_identity(model.identity), "finish_reason": res.finish_reason, "truncated": res.truncated,
               "shots": self.options.shots, "tokens": {"prompt": res.prompt_tokens, "completion": res.completion_tokens}}
         return RowResult("generated", "cut off by --max-tokens" if res.truncated else None, rk=rk, output=res.text,
                          prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens)

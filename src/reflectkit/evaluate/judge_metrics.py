@@ -90,21 +90,44 @@ def pairwise_report(outcomes: Sequence[tuple[Outcome, Outcome]], *, labels: tupl
     }
 
 
-def bench_report(rows: Sequence[dict[str, Any]], *, title: str, n_boot: int = 2000) -> dict[str, Any]:
-    """Judge accuracy against labels: each row has ``label`` ("1"/"2": the better answer in order 1), ``o1``,
-    ``o2`` and ``subset``. Strict accuracy counts a pair only when right in both orders."""
+def swap_pick(seed: int, item_id: str) -> int:
+    """The order (1 or 2) a pair is judged in under the single-order protocol: a seeded coin per pair id."""
+    import hashlib
+
+    return 1 + hashlib.sha256(f"{seed}\0{item_id}".encode()).digest()[0] % 2
+
+
+def bench_item(r: dict[str, Any], seed: int = 0) -> dict[str, float]:
+    """Per-pair meta-evaluation values: ``single_order`` (the paper's Table 1 protocol: the pair shown in one
+    seeded random order, right or wrong), ``strict`` (right in both orders, its Table 5), ``order_averaged``,
+    ``positional_agreement`` (same answer preferred after the swap) and ``calls``."""
+    c1 = float(r["o1"] == r["label"])
+    c2 = float(r["o2"] == ("2" if r["label"] == "1" else "1"))
+    item = {"single_order": c1 if swap_pick(seed, str(r["id"])) == 1 else c2, "strict": c1 * c2,
+            "order_averaged": (c1 + c2) / 2, "positional_agreement": float(consistent(r["o1"], r["o2"]))}
+    if isinstance(r.get("calls"), (int, float)):
+        item["calls"] = float(r["calls"])
+    return item
+
+
+def bench_report(rows: Sequence[dict[str, Any]], *, title: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Judge accuracy against labels: each row has ``id``, ``label`` ("1"/"2": the better answer in order 1), ``o1``,
+    ``o2``, ``subset`` and optionally ``calls``. Ties and unknowns count as wrong."""
 
     def block(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        c1 = np.array([r["o1"] == r["label"] for r in rs], dtype=float)
-        c2 = np.array([r["o2"] == ("2" if r["label"] == "1" else "1") for r in rs], dtype=float)
+        items = [bench_item(r, seed) for r in rs]
+        col = lambda k: np.array([it[k] for it in items], dtype=float)  # noqa: E731
         unk = np.array([[(r["o1"] is None) + (r["o2"] is None), 2] for r in rs], dtype=float)
-        agree = np.array([consistent(r["o1"], r["o2"]) for r in rs], dtype=float)
-        return {
-            "strict_accuracy": rate(c1 * c2, n_boot=n_boot),
-            "order_averaged_accuracy": rate((c1 + c2) / 2, n_boot=n_boot),
-            "positional_agreement": rate(agree, n_boot=n_boot),
+        out = {
+            "single_order_accuracy": rate(col("single_order"), n_boot=n_boot),
+            "strict_accuracy": rate(col("strict"), n_boot=n_boot),
+            "order_averaged_accuracy": rate(col("order_averaged"), n_boot=n_boot),
+            "positional_agreement": rate(col("positional_agreement"), n_boot=n_boot),
             "unknown_rate": {**rate(unk, ratio_of_sums, n_boot=n_boot), "n": 2 * len(rs)},
         }
+        if items and all("calls" in it for it in items):
+            out["calls_per_pair"] = rate(col("calls"), n_boot=n_boot)
+        return out
 
     metrics = block(rows)
     subsets = sorted({r["subset"] for r in rows})
@@ -121,12 +144,68 @@ def bench_report(rows: Sequence[dict[str, Any]], *, title: str, n_boot: int = 20
         "kind": "judge_bench",
         "title": title,
         "metrics": metrics,
-        "percent_metrics": list(metrics),
+        "percent_metrics": [k for k in metrics if not k.endswith("calls_per_pair")],
         "counts": counts,
+        "per_item": [{"id": r["id"], "subset": r["subset"], "metrics": bench_item(r, seed)} for r in rows],
         "notes": [
-            "strict accuracy: right in both orders (JudgeBench / ReflectRM); order-averaged: mean over the two orders; "
-            "positional agreement (LLMBar): same verdict after swapping; ties and unknowns count as wrong. "
-            "Chance: 50% order-averaged, 25% strict for an unbiased coin, 0% strict for a judge that always picks a position.",
+            f"single-order accuracy: each pair judged in one order chosen by a seeded coin (seed {seed}; ReflectRM "
+            "Table 1 protocol); strict: right in both orders (JudgeBench, ReflectRM Table 5); order-averaged: mean "
+            "over the two orders; positional agreement (LLMBar): same answer preferred after swapping; ties and "
+            "unknowns count as wrong. Chance: 50% single-order/order-averaged, 25% strict for an unbiased coin, 0% "
+            "strict for a judge that always picks a position.",
             "95% CIs: percentile bootstrap over pairs (2000 resamples).",
         ],
     }
+
+
+COMPARED = ("single_order", "strict", "order_averaged", "positional_agreement", "calls")
+
+
+def compare_bench(this: dict[str, Any], others: Sequence[tuple[str, dict[str, Any]]], *, label: str = "this run",
+                  n_boot: int = 2000) -> dict[str, Any]:
+    """Side by side (the paper's ablation: base / trained / trained + two-stage inference): every run's metrics on
+    the pairs all runs judged, and the paired bootstrap difference (this run - other) per metric."""
+    from reflectkit.evaluate.ci import paired_bootstrap_diff
+
+    runs = [(label, this)] + list(others)
+    by_id = [{str(it["id"]): it["metrics"] for it in rep.get("per_item", [])} for _, rep in runs]
+    common = [i for i in by_id[0] if all(i in b for b in by_id[1:])]
+    table: dict[str, dict[str, Any]] = {}
+    for (name, _), items in zip(runs, by_id):
+        table[name] = {m: rate(np.array([items[i][m] for i in common], dtype=float), n_boot=n_boot)
+                       for m in COMPARED if common and all(m in items[i] for i in common)}
+    diffs: dict[str, dict[str, Any]] = {}
+    for (name, _), items in zip(runs[1:], by_id[1:]):
+        diffs[name] = {m: paired_bootstrap_diff([by_id[0][i][m] for i in common], [items[i][m] for i in common],
+                                                n_boot=n_boot)
+                       for m in COMPARED if m in table[label] and m in table[name]}
+    return {"runs": [n for n, _ in runs], "pairs": len(common), "metrics": table, "diff_vs_this": diffs}
+
+
+def compare_markdown(cmp: dict[str, Any]) -> str:
+    runs = cmp["runs"]
+    lines = ["", f"#### Side by side ({cmp['pairs']} pairs judged by every run)", "",
+             "| metric | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+    for m in COMPARED:
+        if not all(m in cmp["metrics"][r] for r in runs):
+            continue
+        pct = m != "calls"
+        cells = []
+        for r in runs:
+            v = cmp["metrics"][r][m]
+            cells.append(_fmt(v["value"], pct) + f" [{_fmt(v['ci'][0], pct)}, {_fmt(v['ci'][1], pct)}]")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", f"| {runs[0]} minus | metric | difference | 95% paired CI | significant |", "|---|---|---:|---:|---|"]
+    for other, ms in cmp["diff_vs_this"].items():
+        for m, d in ms.items():
+            pct = m != "calls"
+            lines.append(f"| {other} | {m} | {_fmt(d['diff'], pct, sign=True)} | [{_fmt(d['lo'], pct, sign=True)}, "
+                         f"{_fmt(d['hi'], pct, sign=True)}] | {'yes' if d['significant'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: Any, pct: bool, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    s = f"{100 * x:{'+' if sign else ''}.1f}" + ("pp" if sign else "%") if pct else f"{x:{'+' if sign else ''}.2f}"
+    return s

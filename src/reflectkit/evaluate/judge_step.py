@@ -53,10 +53,23 @@ class JudgeCommonOptions(StepOptions):
 
     method: Literal["plain", "reflective"] = option(
         "plain", "plain (verbatim Cherry/Reflection-Tuning judge) or reflective (ReflectRM-style).", flag="--judge")
-    k: int = option(4, "Reflective judge: analyses sampled per order.", ge=1)
+    procedure: Literal["reflectrm", "anchor-vote"] = option(
+        "reflectrm", "Reflective judge: reflectrm (the paper's: token-confidence anchor, vote over the analyses judged "
+        "better, anchor added only if none or tied) or anchor-vote (reflectkit's earlier variant).")
+    k: int | None = option(None, "Reflective judge: analyses sampled per order (default: 8 reflectrm, 4 anchor-vote).",
+                           ge=1)
     max_tokens: int = option(1024, "Judge max_tokens (upstream: 1024).", ge=1)
-    sample_temperature: float = option(0.7, "Reflective judge: temperature of the k analyses.", ge=0)
-    prompt_set: str | None = option(None, "Judge prompt set name or directory (default: paper / reflective).")
+    sample_temperature: float | None = option(None, "Reflective judge: temperature of the analyses (default: 1.0 "
+                                              "reflectrm, 0.7 anchor-vote).", ge=0)
+    confidence: Literal["token", "verbalised"] | None = option(
+        None, "Reflective judge: anchor by token confidence (mean log-prob of the lowest --tail-fraction tokens; "
+        "falls back to verbalised when the model returns no log-probs) or the analysis' 'Confidence: N' line "
+        "(default: token for reflectrm, verbalised for anchor-vote).")
+    tail_fraction: float = option(0.1, "Token confidence: the fraction of lowest-log-prob tokens averaged (DeepConf).",
+                                  gt=0, le=1)
+    seed: int = option(0, "Reflective judge: seed of the comparisons' random order (reflectrm).")
+    prompt_set: str | None = option(None, "Judge prompt set name or directory (default: paper for plain; reflectrm / "
+                                    "reflective for the reflective procedures).")
     json_path: Path | None = option(None, "Report JSON (default: next to the judgments file).", flag="--json",
                                     fingerprint=False)
     md_path: Path | None = option(None, "Report markdown table (default: next to the judgments file).", flag="--md",
@@ -95,6 +108,10 @@ class JudgeBenchOptions(JudgeCommonOptions):
     subset: list[str] | None = option(None, "Only these subsets/files (repeatable).")
     data: Path | None = option(None, "Shared data directory (default: auto-detected).", flag="--data-dir",
                                fingerprint=False)
+    swap_seed: int = option(0, "Seed of the single-order protocol's random order per pair.", fingerprint=False)
+    compare: list[Path] | None = option(None, "Other judge-bench report JSONs to put side by side with this run, "
+                                        "with paired CIs on the differences (repeatable; NAME=PATH names a run).",
+                                        fingerprint=False)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -133,11 +150,21 @@ class _PairJudgeStep(RowStep[Any]):
         o = self.options
         cfg: dict[str, Any] = {"method": o.method, "max_tokens": o.max_tokens, "prompt_set_sha256": self.prompt_set.sha256}
         if o.method == "reflective":
-            cfg.update(k=o.k, sample_temperature=o.sample_temperature)
+            from reflectkit.evaluate.judge import resolved
+
+            r = resolved(o)
+            cfg.update(k=r["k"], sample_temperature=r["sample_temperature"], procedure=r["procedure"],
+                       confidence=r["confidence"])
+            if r["confidence"] == "token":
+                cfg["tail_fraction"] = r["tail_fraction"]
+            if r["procedure"] == "reflectrm":
+                cfg["seed"] = r["seed"]
         return cfg
 
     def estimate(self, records: list[Record]) -> dict[str, int]:
-        per_order = 1 if self.options.method == "plain" else 2 * self.options.k - 1
+        from reflectkit.evaluate.judge import resolved
+
+        per_order = 1 if self.options.method == "plain" else 2 * resolved(self.options)["k"] - 1
         pt = sum(estimate_tokens(_texts(r)) + 250 for r in records)
         calls = 2 * per_order * len(records)
         return {"rows": len(records), "pairs": len(records), "max_judge_calls": calls, "oracle_calls": calls,
@@ -158,7 +185,9 @@ class _PairJudgeStep(RowStep[Any]):
             rk["review" + key] = res.get("review")
             rk["scores" + key] = res.get("scores")
             if self.options.method == "reflective":
-                rk["details" + key] = {k: res[k] for k in ("analyses", "anchor", "comparisons", "votes")}
+                rk["details" + key] = {k: res[k] for k in ("procedure", "analyses", "confidence_used",
+                                                            "confidence_fallback", "anchor", "comparisons", "W",
+                                                            "votes", "anchor_added", "calls")}
         unparsed = [name for name, r in (("order 1", fwd), ("order 2", rev)) if r["outcome"] is None]
         return RowResult("judged" if not unparsed else "unparsed",
                          f"unparsed judgment in {' and '.join(unparsed)}" if unparsed else None, rk=rk)
@@ -188,8 +217,14 @@ class _PairJudgeStep(RowStep[Any]):
         o = self.options
         js = Path(o.json_path).expanduser().absolute() if o.json_path else dj
         md = Path(o.md_path).expanduser().absolute() if o.md_path else dm
-        ctx.write_file("judge_json", js, report_json(report))
         text = markdown(report)
+        if report.get("compare"):
+            from reflectkit.evaluate.judge_metrics import compare_markdown
+
+            text += compare_markdown(report["compare"])
+        if report.get("judge", {}).get("confidence_used"):
+            text += f"\nConfidence used for the anchors (orders): {report['judge']['confidence_used']}\n"
+        ctx.write_file("judge_json", js, report_json(report))
         ctx.write_file("judge_md", md, text)
         report["markdown"] = text
         report["paths"] = {"json": str(js), "md": str(md)}
@@ -206,6 +241,21 @@ class _PairJudgeStep(RowStep[Any]):
         if summary.failed:
             lines.append(f"{summary.failed} pair(s) failed (counted as unparsed); re-run to retry them")
         return lines
+
+    def judge_info(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The reflective judge's effective settings and, per run, which confidence picked the anchors."""
+        if self.options.method != "reflective":
+            return {}
+        from reflectkit.evaluate.judge import resolved
+
+        used: dict[str, int] = {}
+        for r in rows:
+            stage = (r.get("reflectkit") or {}).get("judge") or {}
+            for key in ("details", "details_reverse"):
+                c = (stage.get(key) or {}).get("confidence_used")
+                if c:
+                    used[c] = used.get(c, 0) + 1
+        return {"settings": resolved(self.options), "confidence_used": dict(sorted(used.items()))}
 
     def _identity(self, ctx: RunContext) -> Any:
         m = ctx.model("judge")
@@ -263,7 +313,7 @@ class JudgeStep(_PairJudgeStep):
         report = summarize_rows(rows, path, labels)
         report["inputs"] = {"judgments": str(path), "a": str(pa), "b": str(pb)}
         report["judge"] = {"method": self.options.method, "model": self._identity(ctx), "run_dir": str(ctx.run_dir),
-                           "failed_pairs": failed}
+                           "failed_pairs": failed, **self.judge_info(rows)}
         return report
 
 
@@ -281,8 +331,9 @@ class JudgeBenchStep(_PairJudgeStep):
     def read_input(self, input: Any, *, format: str | None = None, mapping: dict[str, str] | None = None,
                    skip_bad_rows: bool = False, limit: int | None = None) -> Dataset:
         if input is None:
-            raise UserError(f"judge bench needs a benchmark: {', '.join(BENCHES)}")
-        return bench_dataset(str(input), data=self.options.data, limit=limit, subsets=self.options.subset)
+            raise UserError(f"judge bench needs a benchmark ({', '.join(BENCHES)}) or a labelled pairwise file")
+        return bench_or_file(input, data=self.options.data, limit=limit, subsets=self.options.subset,
+                             mapping=mapping)
 
     def default_output(self, ctx: RunContext) -> Path:
         bench = getattr(ctx.dataset, "bench", "") or ctx.dataset.path.name
@@ -294,28 +345,50 @@ class JudgeBenchStep(_PairJudgeStep):
         scored = []
         for r in rows:
             o1, o2, _ = row_outcomes(r, path)
-            scored.append({"id": r["id"], "label": r["label"], "subset": r["subset"], "o1": o1, "o2": o2})
+            calls = ((r.get("reflectkit") or {}).get("judge") or {}).get("calls")
+            scored.append({"id": r["id"], "label": r["label"], "subset": r.get("subset") or "all", "o1": o1, "o2": o2,
+                           "calls": calls})
         ident = self._identity(ctx)
         bench = getattr(ctx.dataset, "bench", "") or ctx.dataset.path.name
         method = self.options.method
-        report = bench_report(scored, title=f"Judge bench: {bench} ({method} judge, {len(scored)} pairs)")
+        report = bench_report(scored, title=f"Judge bench: {bench} ({method} judge, {len(scored)} pairs)",
+                              seed=self.options.swap_seed)
         report["counts"]["failed_pairs"] = failed
         report["counts"].update({k: v for k, v in _calls(rows).items() if v is not None})
         if isinstance(ident, dict) and ("gguf_sha256" in ident or ident.get("kind") == "hf-transformers"):
             report["notes"].insert(0, "NOTE: a small local model (e.g. the embedded SmolLM2-135M) judges near chance; "
                                       "these numbers show the code path, not a useful judge. Use a strong judge via "
                                       "--base-url.")
-        report["per_item"] = [{"id": s["id"], "metrics": {
-            "strict": int(s["o1"] == s["label"] and s["o2"] == _other(s["label"])),
-            "order_averaged": ((s["o1"] == s["label"]) + (s["o2"] == _other(s["label"]))) / 2}} for s in scored]
-        report["judge"] = {"method": method, "model": ident, "run_dir": str(ctx.run_dir)}
+        report["judge"] = {"method": method, "model": ident, "run_dir": str(ctx.run_dir), **self.judge_info(rows)}
         report["inputs"] = {"bench": bench, "judgments": str(path),
                             "limit_per_subset": getattr(ctx.dataset, "limit_per_subset", None)}
+        if self.options.compare:
+            from reflectkit.evaluate.judge_metrics import compare_bench
+
+            report["compare"] = compare_bench(report, [_named_report(p) for p in self.options.compare],
+                                              label=f"{method} ({_model_name(ident)})")
         return report
 
 
-def _other(label: str) -> str:
-    return "2" if label == "1" else "1"
+def _named_report(spec: Path) -> tuple[str, dict[str, Any]]:
+    """``NAME=PATH`` or ``PATH`` (named after the report's judge model) -> (name, report)."""
+    from reflectkit.evaluate.report import read_report
+
+    text = str(spec)
+    name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
+    rep = read_report(Path(path))
+    if rep.get("kind") != "judge_bench":
+        raise UserError(f"--compare {path}: not a judge bench report (kind {rep.get('kind')!r})")
+    if not name:
+        j = rep.get("judge") or {}
+        name = f"{j.get('method', '?')} ({_model_name(j.get('model'))})"
+    return name, rep
+
+
+def _model_name(ident: Any) -> str:
+    if isinstance(ident, dict):
+        return str(ident.get("model") or Path(str(ident.get("path", "?"))).name)
+    return str(ident)
 
 
 def _texts(r: Record) -> str:
@@ -491,3 +564,53 @@ def row_outcomes(row: dict[str, Any], path: Path | str = "<judgments>") -> tuple
         return None, None, "failed"
     raise UserError(f"{path}:{row.get('_line', '?')}: not a judgment row (needs 'review' and 'review_reverse', "
                     "or a reflectkit.judge verdict)")
+
+
+def bench_or_file(source: Any, *, data: str | Path | None = None, limit: int | None = None,
+                  subsets: list[str] | None = None, mapping: dict[str, str] | None = None) -> Dataset:
+    """A named benchmark (``llmbar``, ``judgebench``) or a labelled pairwise file (:func:`labelled_pairs`)."""
+    p = Path(str(source))
+    if str(source) in BENCHES or (not p.exists() and not p.suffix and len(p.parts) == 1):  # a benchmark's name
+        return bench_dataset(str(source), data=data, limit=limit, subsets=subsets)
+    if subsets:
+        raise UserError("--subset only applies to a named benchmark (llmbar, judgebench)")
+    return labelled_pairs(Path(source), limit=limit, mapping=mapping)
+
+
+def labelled_pairs(path: Path, *, limit: int | None = None, mapping: dict[str, str] | None = None) -> Dataset:
+    """Pairs with gold labels from a JSON/JSONL file in LLMBar shape (``input``, ``output_1``, ``output_2``, ``label``
+    1/2), JudgeBench shape (``question``, ``response_A``, ``response_B``, ``label`` "A>B"/"B>A") or reflectkit's
+    (``question``, ``answer_1``, ``answer_2``, ``label`` 1/2); ``--map question=q,answer_1=a,...`` renames fields."""
+    if not path.exists():
+        raise UserError(f"{path}: labelled pairwise file not found (or name a benchmark: {', '.join(BENCHES)})")
+    items = read_jsonl(path, what="labelled pairwise")
+    m = dict(mapping or {})
+    raws: list[dict[str, Any]] = []
+    for i, it in enumerate(items):
+        if limit and len(raws) >= limit:
+            break
+        line = it.get("_line", i + 1)
+        get = lambda k: it.get(m.get(k, k))  # noqa: E731
+        if m or "answer_1" in it:
+            q, a1, a2, lab = get("question"), get("answer_1"), get("answer_2"), get("label")
+        elif "output_1" in it:
+            q, a1, a2, lab = it.get("input"), it.get("output_1"), it.get("output_2"), it.get("label")
+        elif "response_A" in it:
+            q, a1, a2 = it.get("question"), it.get("response_A"), it.get("response_B")
+            lab = {"A>B": "1", "B>A": "2"}.get(str(it.get("label")), it.get("label"))
+        else:
+            raise UserError(f"{path}:{line}: not a labelled pair (expected question/answer_1/answer_2/label, LLMBar's "
+                            "input/output_1/output_2/label or JudgeBench's question/response_A/response_B/label; "
+                            "or --map the fields)")
+        label = str(lab) if lab is not None else ""
+        if label not in ("1", "2"):
+            raise UserError(f"{path}:{line}: label must be 1 or 2 (the better answer), got {lab!r}")
+        for name, v in (("question", q), ("answer_1", a1), ("answer_2", a2)):
+            if not isinstance(v, str):
+                raise UserError(f"{path}:{line}: {name} is missing or not text")
+        rid = str(it.get("id", it.get("pair_id", f"{path.stem}-{i}")))
+        raws.append({"id": rid, "question": q, "answer_1": a1, "answer_2": a2, "label": label,
+                     "subset": str(it.get("subset") or path.stem)})
+    if not raws:
+        raise UserError(f"{path}: no labelled pairs")
+    return _dataset(path, raws, BenchDataset, bench=path.name, limit_per_subset=limit)

@@ -16,7 +16,7 @@ from typing import Any
 from reflectkit.data.record import Record
 from reflectkit.engine.step import RowResult, RunContext, option
 from reflectkit.evaluate.generate import GenerateOptions, GenerateStep, _fill
-from reflectkit.llm.base import SamplingParams
+from reflectkit.llm.base import SamplingParams, stable_identity
 from reflectkit.prompts import PromptSet, load_prompt_set
 
 STOP_PHRASE = "NO CHANGES NEEDED"
@@ -91,7 +91,7 @@ class RefineStep(GenerateStep):
                 stop = "revision_unchanged"
                 break
             answer = revision
-        rk = {"model": model.identity, "draft": draft.text, "rounds": rounds, "n_rounds": len(rounds),
+        rk = {"model": stable_identity(model.identity), "draft": draft.text, "rounds": rounds, "n_rounds": len(rounds),
               "stop_reason": stop, "tokens": {"prompt": pt, "completion": ct}}
         return RowResult("refined" if answer != draft.text else "unchanged", None, rk=rk, output=answer,
                          prompt_tokens=pt, completion_tokens=ct)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.errors import UserError
-from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams
+from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams, TokenLogprob
 
 EMBEDDED_NAME = "embedded"
 
@@ -137,7 +137,12 @@ class EmbeddedModel:
                 rf = {"type": "json_object", "schema": rf.get("json_schema", {}).get("schema", {})}
             kwargs["response_format"] = rf
         # Temperature 0 must be deterministic: llama.cpp treats temperature<=0 as greedy.
-        return llm.create_chat_completion(**kwargs)
+        if params.logprobs is None:
+            return llm.create_chat_completion(**kwargs)
+        with _recording_logprobs(llm, params.logprobs) as rec:
+            resp = llm.create_chat_completion(**kwargs)
+        resp["_logprobs"] = rec.result(llm, resp["choices"][0]["message"].get("content") or "")
+        return resp
 
     async def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
         async with self._lock:
@@ -154,9 +159,91 @@ class EmbeddedModel:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=self.path.name,
+            logprobs=resp.get("_logprobs"),
         )
 
     async def aclose(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None and hasattr(llm, "close"):
             llm.close()
+
+
+class _LogprobRecorder:
+    """The generated tokens of one call and, per token, its log-prob (and top-k) under the raw logits."""
+
+    def __init__(self, top_k: int) -> None:
+        self.top_k = top_k
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.tops: list[dict[int, float]] = []
+
+    def record(self, llm: Any, token: int) -> None:
+        import numpy as np
+        import llama_cpp
+
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+        lp = llm.logits_to_logprobs(row)  # log_softmax of the raw logits, as llama-cpp-python's server computes it
+        self.tokens.append(int(token))
+        self.logprobs.append(float(lp[token]))
+        if self.top_k > 0:
+            best = np.argpartition(-lp, self.top_k)[: self.top_k]
+            self.tops.append({int(i): float(lp[i]) for i in best})
+        else:
+            self.tops.append({})
+
+    def result(self, llm: Any, text: str) -> list[TokenLogprob] | None:
+        """One entry per token of the returned text (end-of-generation and stop-sequence tokens are not part of it,
+        as in llama-cpp-python's own completions); None when nothing was recorded."""
+        import llama_cpp
+
+        out: list[TokenLogprob] = []
+        prev: list[int] = []
+        used = 0
+        for tok, lp, top in zip(self.tokens, self.logprobs, self.tops):
+            if used >= len(text.encode("utf-8")) or llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
+                break
+            piece = llm.detokenize([tok], prev_tokens=prev).decode("utf-8", errors="ignore")
+            prev.append(tok)
+            used += len(llm.detokenize([tok]))
+            out.append(TokenLogprob(piece, lp, {llm.detokenize([i]).decode("utf-8", errors="ignore"): v
+                                                 for i, v in top.items()}))
+        return out or None
+
+
+class _recording_logprobs:
+    """Record the log-prob of every token ``llm.generate`` yields during one ``create_chat_completion``.
+
+    Why this way: llama-cpp-python only computes log-probs from a ``Llama`` created with ``logits_all=True``, which
+    keeps n_ctx x vocab floats (800 MB for SmolLM2 at n_ctx 4096). The sampler always reads the last decoded row of
+    logits, so when ``generate`` yields a token that row is still in the context: we read it there. Generation itself
+    is untouched (same sampler chain, seed, stop handling), so the text is the same with or without log-probs.
+    The instance attribute shadows ``Llama.generate`` for this call only (calls are serialised on one thread).
+    """
+
+    def __init__(self, llm: Any, top_k: int) -> None:
+        self.llm = llm
+        self.rec = _LogprobRecorder(top_k)
+
+    def __enter__(self) -> _LogprobRecorder:
+        llm, rec = self.llm, self.rec
+        original = type(llm).generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            gen = original(llm, *args, **kwargs)
+            sent: Any = None
+            while True:
+                try:
+                    token = gen.send(sent)
+                except StopIteration:
+                    return
+                rec.record(llm, token)
+                sent = yield token
+
+        llm.generate = generate
+        return rec
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            del self.llm.generate
+        except AttributeError:  # pragma: no cover
+            pass

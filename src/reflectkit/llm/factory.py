@@ -45,10 +45,13 @@ def build_chat_model(
         else:
             from reflectkit.llm.openai_compat import OpenAICompatModel
 
+            from reflectkit.verify.guard import guard_endpoint
+
             inner = OpenAICompatModel(
                 str(spec.model), str(spec.base_url), api_key_env=spec.api_key_env, concurrency=concurrency,
-                retry=retry, setting_name=setting_name,
+                retry=retry, setting_name=setting_name, spec=spec,
             )
+            inner = guard_endpoint(inner, spec, setting_name=setting_name)
     except FatalModelError as exc:
         raise UserError(str(exc)) from None
     model = CachedChatModel(inner, cache, cache_only=cache_only)
@@ -67,4 +70,4 @@ async def probe_model(model: Any) -> None:
         await inner.probe()
     except FatalModelError as exc:
         await model.aclose()
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), exit_code=getattr(exc, "exit_code", 2)) from None

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams
+from reflectkit.llm.base import ChatResult, Message, RequestFailed, SamplingParams, TokenLogprob
 
 
 def _weights_sha(*dirs: Path | None) -> str:
@@ -27,6 +27,27 @@ def _weights_sha(*dirs: Path | None) -> str:
                     for chunk in iter(lambda: fh.read(1 << 20), b""):
                         h.update(chunk)
     return h.hexdigest()
+
+
+def _token_logprobs(tok: Any, new: Any, logits: Any, top_k: int, text_len: int) -> list[TokenLogprob] | None:
+    """Per generated token (special tokens and tokens past a stop cut left out): log_softmax of its raw logits."""
+    import torch
+
+    out: list[TokenLogprob] = []
+    used = 0
+    special = set(tok.all_special_ids)
+    for i, t in enumerate(new.tolist()):
+        if t in special or used >= text_len:
+            break
+        lp = torch.log_softmax(logits[i][0].float(), dim=-1)
+        piece = tok.decode([t], skip_special_tokens=True)
+        used += len(piece)
+        top = {}
+        if top_k > 0:
+            vals, idx = torch.topk(lp, top_k)
+            top = {tok.decode([int(j)]): float(v) for v, j in zip(vals, idx)}
+        out.append(TokenLogprob(piece, float(lp[t]), top))
+    return out or None
 
 
 class HFChatModel:
@@ -83,17 +104,22 @@ class HFChatModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        if params.logprobs is not None:  # the raw (unwarped) logits, as llama.cpp and OpenAI report log-probs
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():
             out = model.generate(**enc, **kwargs)
-        new = out[0][n_prompt:]
+        seq = out.sequences if params.logprobs is not None else out
+        new = seq[0][n_prompt:]
         completion = tok.decode(new, skip_special_tokens=True)
         finish = "length" if len(new) >= params.max_tokens else "stop"
         if params.stop:
             cut = [completion.find(s) for s in params.stop if s in completion]
             if cut:
                 completion, finish = completion[: min(cut)], "stop"
+        logprobs = _token_logprobs(tok, new, out.logits, params.logprobs, len(completion)) \
+            if params.logprobs is not None else None
         return ChatResult(text=completion, finish_reason=finish, prompt_tokens=n_prompt,
-                          completion_tokens=int(len(new)), model=self.hf_dir.name)
+                          completion_tokens=int(len(new)), model=self.hf_dir.name, logprobs=logprobs)
 
     async def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
         async with self._lock:

@@ -40,11 +40,37 @@ class ModelSpec(BaseModel):
     timeout: float = Field(default=600.0, gt=0, description="per-request timeout in seconds")
     max_attempts: int = Field(default=6, ge=1, description="attempts per request (429/5xx/timeouts)")
     backoff_base: float = Field(default=1.0, ge=0, description="first retry delay in seconds")
+    # --- endpoint verification (issue 12)
+    claims: str | None = Field(default=None, description="what the endpoint claims to be: 'embedded', a .gguf, an "
+                               "HF dir or a fingerprint file; checked passively on every call")
+    canary_every: int | None = Field(default=None, ge=0, description="repeat a canary every K calls (0: off; "
+                                     "default: the verifier's own)")
+    on_drift: Literal["stop", "mark"] = Field(default="stop", description="on drift: stop (exit 3) or mark rows")
+    # --- engine at scale (issue 14)
+    base_urls: tuple[str, ...] = Field(default=(), description="all endpoints of a fleet serving the same model")
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute, per endpoint")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute, per endpoint")
+    adaptive: bool = Field(default=False, description="lower concurrency on repeated 429s, raise it again (AIMD)")
+    price_in: float | None = Field(default=None, ge=0, description="price per million prompt tokens")
+    price_out: float | None = Field(default=None, ge=0, description="price per million completion tokens")
+    max_cost: float | None = Field(default=None, gt=0, description="stop gracefully when the spend reaches this")
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"model": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fleet(self) -> "ModelSpec":
+        if self.base_urls and not self.base_url:  # a fleet given as a list: the first one names the spec
+            object.__setattr__(self, "base_url", self.base_urls[0])
+        return self
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every base URL of this spec (one, or a fleet), without repeats, the first first."""
+        urls = ((self.base_url,) if self.base_url else ()) + tuple(self.base_urls)
+        return tuple(dict.fromkeys(urls))
 
     @field_validator("api_key_env")
     @classmethod

@@ -237,7 +237,7 @@ def _write_pipeline_json(p: Pipeline, plans: list[StagePlan], status: dict[str, 
 
 
 def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, progress: bool) -> StageResult:
-    from reflectkit.engine import api
+    from reflectkit.engine.executors import run_with_executor
 
     if pl.action in ("run", "rerun") and pl.dir.exists():
         shutil.rmtree(pl.dir)
@@ -274,14 +274,16 @@ def _run_stage(pl: StagePlan, p: Pipeline, refs: StageRefs, *, cache_dir: Path, 
             gate_failed=not reads_pipeline_input,
         )
         out_arg = output if pl.kind.stage_output else None
+        # the executor decides where rows run, not what they produce: it is not part of the stage key
+        kw.update(executor=p.spec.executor, ray_address=p.spec.ray_address, ray_workers=p.spec.ray_workers)
         try:
-            summary = api.run(step, inp, out_arg, **kw)
+            summary = run_with_executor(step, inp, out_arg, **kw)
         except FingerprintMismatch:
             # resuming a stage whose run changed underneath (a benchmark file, a prompt set, the device's dtype):
             # its ledger cannot be reused, so the stage starts over
             print(f"  {pl.stage.name}: its earlier run no longer matches (inputs behind the options changed); "
                   "starting the stage over")
-            summary = api.run(step, inp, out_arg, restart=True, **kw)
+            summary = run_with_executor(step, inp, out_arg, restart=True, **kw)
     except UserError as exc:
         raise UserError(f"stage {pl.stage.name!r}: {exc}", exit_code=exc.exit_code) from None
     res = StageResult(output=output if pl.kind.produces_data else None, failed=summary.failed,

@@ -70,6 +70,11 @@ class PipelineFile(BaseModel):
     output: str = Field(description="run directory (relative to this file)")
     limit: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=4, ge=1)
+    executor: Literal["local", "ray"] = Field(default="local", description="where rows run: local, or a Ray cluster "
+                                              "(the output is the same; it does not enter the stage keys)")
+    ray_address: str | None = Field(default=None, description="executor ray: a running cluster (auto, "
+                                    "ray://host:10001); default: start a local one")
+    ray_workers: int | None = Field(default=None, ge=1, description="executor ray: the most actors per stage")
     report: bool = True
     models: Models = Field(default_factory=Models)
     stages: list[StageSpec] = Field(min_length=1)
@@ -182,6 +187,8 @@ def validate(data: Any, lines: LineMap) -> Pipeline:
     inp = _resolve(base, spec.input)
     if not inp.exists():
         raise lines.error(("input",), f"dataset {spec.input!r} not found (resolved to {inp})")
+    if spec.ray_address is not None and spec.executor != "ray":
+        raise lines.error(("ray_address",), "ray_address needs executor: ray")
     models = {r: m for r in ROLES if (m := spec.models.get(r)) is not None}
     return Pipeline(lines.file, spec, inp, _resolve(base, spec.output), stages, models)
 

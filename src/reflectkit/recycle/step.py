@@ -29,7 +29,7 @@ from pydantic import field_validator
 from reflectkit.data.record import Record
 from reflectkit.engine.step import FAILED, ModelRole, RowResult, RowStep, RunContext, StepOptions, estimate_tokens, option
 from reflectkit.errors import UserError
-from reflectkit.llm.base import Message, RequestFailed, SamplingParams
+from reflectkit.llm.base import Message, RequestFailed, SamplingParams, model_name_identity
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.recycle.parse import ParseResult, parse_instruction_reflection, parse_response_reflection
 
@@ -249,7 +249,7 @@ class RecycleStep(RowStep[RecycleOptions]):
         base_rk: dict[str, Any] = {
             "phase": self.cfg.phase,
             "original": original,
-            "oracle": ctx.model("oracle").cache_identity,
+            "oracle": model_name_identity(ctx.model("oracle").cache_identity),
             "prompt_set": self.prompt_set.version,
         }
         if self.cfg.phase == "all":

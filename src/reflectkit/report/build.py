@@ -24,10 +24,36 @@ def embed_json(obj: Any) -> str:
     return text
 
 
+def _verification(stage: str, models: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per model of a stage that was verified (an endpoint) or replayed cached responses."""
+    out = []
+    for role, ident in models.items():
+        if not isinstance(ident, dict):
+            continue
+        v, cache = ident.get("verification"), ident.get("cache") or {}
+        if not v and not cache.get("line"):
+            continue
+        v = v or {}
+        drift = v.get("drift")
+        out.append({
+            "stage": stage, "role": role, "host": v.get("host", ""), "identity": (v.get("identity_hash") or "")[:16],
+            "verified": v.get("verified"), "claims": v.get("claims") or "", "tiers": ", ".join(v.get("tiers") or []),
+            "canaries": len(v.get("canaries") or []), "canary_every": v.get("canary_every", ""),
+            "checks": v.get("canary_checks", ""), "passive": v.get("passive_checks", ""),
+            "drift": f"at call {drift['call']}: {drift['reason']}" if drift else "none",
+            "first_suspect_call": v.get("first_suspect_call"), "suspect_rows": v.get("suspect_rows", 0),
+            "cache_line": cache.get("line") or "",
+        })
+    return out
+
+
 def _stage_view(s: StageInfo) -> dict[str, Any]:
     m = s.manifest or {}
     inv = (m.get("invocations") or [{}])[-1]
-    models = dict(m.get("models") or {})
+    raw_models = dict(m.get("models") or {})
+    # the verification and cache records get their own table; the provenance column keeps the identity itself
+    models = {r: ({k: v for k, v in i.items() if k not in ("verification", "cache")} if isinstance(i, dict) else i)
+              for r, i in raw_models.items()}
     for extra in ("student", "model_spec"):
         if isinstance(m.get(extra), dict):
             models[extra] = {k: v for k, v in m[extra].items() if k not in ("path", "hf_dir")}
@@ -35,7 +61,7 @@ def _stage_view(s: StageInfo) -> dict[str, Any]:
             "models": models, "config": json.dumps(m.get("config"), sort_keys=True, default=str),
             "calls": inv.get("oracle_calls", m.get("oracle_calls_this_invocation", "")),
             "hits": inv.get("cache_hits", m.get("cache_hits_this_invocation", "")),
-            "wall": m.get("wall_time_s", "")}
+            "wall": m.get("wall_time_s", ""), "verification": _verification(s.name, raw_models)}
 
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -37,6 +37,8 @@ class Sequence_:
     start: int  # first label position (labels[:start] = -100)
     truncated: bool
     group: str = ""  # sequences of one group start with the same wrapper text: their common prefix is shared
+    full_len: int = 0  # tokens before truncation (an endpoint scoring the whole text must return as many)
+    text: str = ""  # the text it was tokenized from (sent to an endpoint that takes no token ids)
 
     @property
     def n_targets(self) -> int:
@@ -105,6 +107,6 @@ def build_plans(triples: Sequence[tuple[str, str, str]], wrapper: Wrapper, token
         seqs: dict[str, Sequence_] = {}
         for part, (text, ids, m, start) in full.items():
             cut = tokenize.truncated(text, ids, m)
-            seqs[part] = Sequence_(cut, start, len(cut) < len(ids), GROUPS[part])
+            seqs[part] = Sequence_(cut, start, len(cut) < len(ids), GROUPS[part], len(ids), text)
         plans.append(Plan(seqs, len(len_ins[k]), len(len_out[k]), [p for p in PARTS if seqs[p].truncated]))
     return plans

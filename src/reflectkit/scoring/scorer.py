@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
+from reflectkit.scoring.coherence import coherences
 from reflectkit.scoring.losses import mean_losses
 from reflectkit.scoring.metrics import score_dict
 from reflectkit.scoring.plan import PARTS, Sequence_, Tokenize, build_plans
@@ -33,15 +32,7 @@ class Scorer:
         self.work: dict[str, int] = {}  # cumulative body tokens / padding / LM-head positions (for benchmarks)
 
     def coherences(self, triples: Sequence[Triple]) -> list[float | None]:
-        """Cosine similarity of all-MiniLM-L6-v2 embeddings of instruction(+"\\n"+input) and response."""
-        if not self.coherence or not triples:
-            return [None] * len(triples)
-        from reflectkit.embed import encode
-
-        ins = [f"{i}\n{x}" if x else i for i, x, _ in triples]
-        emb = encode(ins + [o for _, _, o in triples], cache_dir=self.cache_dir)
-        a, b = emb[: len(triples)], emb[len(triples):]
-        return [float(v) for v in np.sum(a * b, axis=1)]
+        return coherences(triples, enabled=self.coherence, cache_dir=self.cache_dir)
 
     def score(self, triples: Sequence[Triple]) -> list[dict[str, Any] | None]:
         keep = [k for k, t in enumerate(triples) if t[2].strip()]

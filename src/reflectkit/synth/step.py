@@ -31,7 +31,7 @@ from reflectkit.data.record import Record
 from reflectkit.engine.step import (FAILED, ModelRole, ResultReader, RowResult, RowStep, RunContext, StepOptions,
                                     choice_validator, estimate_tokens, option)
 from reflectkit.errors import UserError
-from reflectkit.llm.base import Message, SamplingParams
+from reflectkit.llm.base import Message, SamplingParams, model_name_identity
 from reflectkit.prompts import PromptSet, load_prompt_set
 from reflectkit.synth.reflection_format import validate
 from reflectkit.synth.verify import CHECKERS, Checker, check, reference_from_value
@@ -174,7 +174,7 @@ class SynthStep(RowStep[SynthOptions]):
     async def process(self, rec: Record, ctx: RunContext) -> RowResult:
         oracle = ctx.model("oracle")
         wanted, ref = self.reference(rec)
-        base: dict[str, Any] = {"format": self.cfg.answer_format, "oracle": oracle.cache_identity,
+        base: dict[str, Any] = {"format": self.cfg.answer_format, "oracle": model_name_identity(oracle.cache_identity),
                                 "prompt_set": self.prompt_set.version, "original": {"output": rec.output}}
         if wanted:
             base.update({"checker": self.cfg.checker, "answer_field": self.cfg.answer_field, "reference": ref})

@@ -246,3 +246,8 @@ def _versions() -> dict[str, str]:
         except Exception:  # pragma: no cover
             pass
     return out
+
+
+#: shared with ``reflectkit judge train`` (GRPO), which keeps its run directory the same way
+check_run_dir = _check_run_dir
+versions = _versions

@@ -1,0 +1,642 @@
+"""The Ray executor: a step's rows run on a Ray cluster; the ledger, the response cache and the output stay exact.
+
+What runs where:
+
+* **The driver owns the truth.** It reads the input, skips the rows the ledger holds (the engine's ``_pending``),
+  and *resolves cache hits before dispatch*: each pending row of a row step is first run on the driver with the
+  clients in a probe mode that answers from the response cache and raises :class:`CacheMiss` (a BaseException, so
+  no step's ``except Exception`` can swallow it) on the first request that is not there. A row the cache answers
+  completely is committed on the driver and never travels; only the others go to the workers, together with the
+  cache entries their probe found. The driver is the only writer of the ledger (every result comes back to it and
+  goes through the engine's own commit).
+* **Responses are made durable before a row finishes.** A worker that obtains a response hands it at once to the
+  run's :class:`_CacheWriter`, an actor pinned to the driver's node and the one writer of the response cache for
+  the run, and looks a request up there before calling out. So a row re-dispatched after its worker was killed,
+  or re-run after the driver was killed with SIGKILL, finds the responses its first attempt paid for: the
+  idempotency key of a call is the cache key (model identity, messages, sampling, prompt version) inside the row's
+  key (step fingerprint + row id), and a paid response is never paid again.
+* **Per step kind.** Row steps (endpoint calls, or a local chat model) run in an actor pool (Ray Data
+  ``map_batches`` with a callable class, ``concurrency=(1, n)``); each actor opens the step's models from their
+  specs once (one local model per actor), and runs a batch's rows concurrently on its own event loop with the
+  run's concurrency split between the actors (and ``rpm``/``tpm`` split the same way). Batch steps (scoring with
+  a student) run one engine batch per call in an actor pool with one student per actor (GPUs requested when the
+  cluster has them), so batch boundaries, and therefore the floating-point results, are those of a local run.
+  Dataset steps (``plan`` needs every row) and task steps run on the driver.
+* **Failures.** Ray restarts a killed actor and retries its batch (``max_task_retries``); the retry finds the
+  responses already paid for in the cache. A batch that still fails (the actor keeps crashing, out of memory) is
+  recorded row by row as ``failed`` with Ray's reason, never lost; re-running retries it.
+
+Ray is an optional extra (``pip install reflectkit[ray]``); without it ``--executor ray`` is one UserError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from reflectkit.data.record import Record
+from reflectkit.engine.step import RowResult, RunContext, Step
+from reflectkit.errors import UserError
+from reflectkit.llm.base import ChatResult, FatalModelError, Message, RequestFailed, SamplingParams, current_row, stable_identity
+from reflectkit.llm.secrets import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reflectkit.engine.run import Run
+
+Commit = Callable[[Record, RowResult], None]
+
+#: Ray's object store when this process starts a local cluster (MiB): small, results are small
+DEFAULT_OBJECT_STORE_MB = 256
+#: retries of a batch whose actor died (killed, crashed, out of memory) before its rows are recorded as failed
+MAX_TASK_RETRIES = 3
+#: rows dispatched per Ray Data dataset (bounds the driver's memory; each window starts its actor pool)
+WINDOW_ROWS = 4096
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or one clear UserError when the optional extra is not installed."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'reflectkit[ray]'") from None
+    return ray
+
+
+def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> Any:
+    """Connect to the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), or start a local one
+    when None. An already-initialised Ray (a test fixture, a notebook) is used as it is."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+        try:
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                mb = int(os.environ.get("REFLECTKIT_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
+                ray.init(num_cpus=num_cpus, object_store_memory=mb * 1024 * 1024, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at {address}" if address else "locally"
+            raise UserError(f"--ray-address: could not start or join a Ray cluster {where}: {exc}") from None
+    import logging
+
+    for name in ("ray.data", "ray.data._internal"):  # the run has its own progress line
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_progress = False
+    return ray
+
+
+class CacheMiss(BaseException):
+    """Raised by a driver-side probe on the first request the response cache cannot answer: the row is dispatched."""
+
+
+# --------------------------------------------------------------------------------------------- driver side
+
+
+class _ProbeModel:
+    """A driver client in cache-only probe mode: answers from the response cache, raises CacheMiss otherwise, and
+    remembers the entries it used (they travel with the row when it is dispatched)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.found: dict[str, dict[str, Any]] = {}
+        self.producers: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:  # cache_identity, identity, spec ...
+        return getattr(self._client, name)
+
+    async def chat(self, messages: list[Message], params: SamplingParams, *, prompt_version: str = "") -> ChatResult:
+        from reflectkit.llm.cache import cache_key
+
+        cache = getattr(self._client, "cache", None)
+        key = cache_key(self._client.cache_identity, messages, params, prompt_version)
+        if cache is None:
+            raise CacheMiss(key)
+        entry = cache.get_entry(key) if hasattr(cache, "get_entry") else ((r, None) if (r := cache.get(key)) else None)
+        if entry is None:
+            raise CacheMiss(key)
+        self.found[key] = entry[0]
+        self.producers.append(entry[1])
+        return ChatResult.from_dict(entry[0], cached=True)
+
+
+def _chat_clients(models: dict[str, Any]) -> dict[str, Any]:
+    from reflectkit.llm.spec import ModelSpec
+
+    return {r: m for r, m in models.items() if not isinstance(m, ModelSpec)}
+
+
+def _credit_hits(client: Any, probe: _ProbeModel) -> None:
+    """Count a row answered on the driver from the cache as the local executor would (hits, replayed producers)."""
+    client.hits = getattr(client, "hits", 0) + len(probe.producers)
+    replayed = getattr(client, "replayed", None)
+    if isinstance(replayed, dict):
+        for p in probe.producers:
+            p = p or {}
+            who = (p.get("identity"), p.get("host"), p.get("date"))
+            replayed[who] = replayed.get(who, 0) + 1
+
+
+def _credit_worker_stats(client: Any, stats: dict[str, int]) -> None:
+    """Fold a worker's calls, hits and tokens into the driver's client, so the summary and manifest count them."""
+    inner = getattr(client, "inner", client)
+    while hasattr(inner, "inner") and isinstance(getattr(type(inner), "calls", None), property):
+        inner = inner.inner  # a verifying guard derives its count from the client it wraps
+    if hasattr(inner, "calls"):
+        try:
+            inner.calls += stats.get("calls", 0)
+        except AttributeError:  # a read-only proxy attribute: counted on the cache layer only
+            pass
+    client.misses = getattr(client, "misses", 0) + stats.get("calls", 0)
+    client.hits = getattr(client, "hits", 0) + stats.get("hits", 0)
+    client.prompt_tokens = getattr(client, "prompt_tokens", 0) + stats.get("prompt_tokens", 0)
+    client.completion_tokens = getattr(client, "completion_tokens", 0) + stats.get("completion_tokens", 0)
+
+
+# --------------------------------------------------------------------------------------------- worker side
+
+
+class _WorkerModel:
+    """A worker's chat client: the step sees the driver's identity (so cache keys and ``rk`` are the driver's),
+    requests are answered from the entries shipped with the row, then from the run's cache writer, then by the
+    model itself; every response obtained goes to the cache writer before the call returns."""
+
+    def __init__(self, inner: Any, identity: str, ident: dict[str, Any], producer: dict[str, Any],
+                 writer: Any) -> None:
+        self.inner = inner
+        self._identity = identity
+        self._ident = ident
+        self._producer = producer
+        self._writer = writer
+        self.shipped: dict[str, dict[str, Any]] = {}
+        self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
+
+    @property
+    def cache_identity(self) -> str:
+        return self._identity
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self._ident
+
+    async def chat(self, messages: list[Message], params: SamplingParams, *, prompt_version: str = "") -> ChatResult:
+        from reflectkit.llm.cache import cache_key
+
+        key = cache_key(self._identity, messages, params, prompt_version)
+        hit = self.shipped.get(key)
+        if hit is None and self._writer is not None:
+            hit = await self._writer.get.remote(key)
+        if hit is not None:
+            self.hits += 1
+            return ChatResult.from_dict(hit, cached=True)
+        self.calls += 1
+        res = await self.inner.chat(messages, params)
+        self.prompt_tokens += res.prompt_tokens
+        self.completion_tokens += res.completion_tokens
+        if self._writer is not None:  # durable before the row can finish (a killed worker loses nothing paid for)
+            request = {"messages": messages, "params": params.to_dict(), "prompt_version": prompt_version}
+            await self._writer.put.remote(key, self._identity, request, res.to_dict(), self._producer)
+        return res
+
+    def take_stats(self) -> dict[str, int]:
+        s = {"calls": self.calls, "hits": self.hits, "prompt_tokens": self.prompt_tokens,
+             "completion_tokens": self.completion_tokens}
+        self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
+        return s
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _unwrap_endpoint(m: Any) -> Any:
+    """The client under the cache layer and the verifying guard: workers make plain calls (the driver verified the
+    endpoint once at start; its verified identity is the cache identity the workers use)."""
+    inner = getattr(m, "inner", m)  # under CachedChatModel
+    if type(inner).__name__ == "VerifiedEndpoint":
+        inner = inner.inner
+    return inner
+
+
+@dataclass
+class _Shipment:
+    """What every worker of a run needs, sent once per actor."""
+
+    step: Step[Any]
+    kind: str
+    roles: dict[str, dict[str, Any]]  # role -> {identity, ident, producer}
+    state: dict[str, Any]
+    run_dir: Path
+    cache_dir: Path | None
+    concurrency: int
+    threads: int | None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class _Worker:
+    """The callable class Ray Data runs in each actor: opens the step's models once, then processes batches."""
+
+    def __init__(self, shipment: _Shipment, writer: Any) -> None:
+        os.environ.update(shipment.env)
+        self.s = shipment
+        self.writer = writer
+        if shipment.threads:
+            try:
+                import torch
+
+                torch.set_num_threads(shipment.threads)
+            except ImportError:  # pragma: no cover - torch is a dependency of scoring only
+                pass
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.models = self._run(self._open())
+        self.ctx = RunContext(run_dir=shipment.run_dir, output=None, dataset=None,  # type: ignore[arg-type]
+                              models=self.models, concurrency=shipment.concurrency, progress=False,
+                              cache_dir=shipment.cache_dir, state=dict(shipment.state))
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def __del__(self) -> None:  # the actor is going away: close the clients it opened
+        try:
+            from reflectkit.engine.run import close_models
+
+            asyncio.run_coroutine_threadsafe(close_models(self.models), self.loop).result(timeout=10)
+        except Exception:
+            pass
+
+    async def _open(self) -> dict[str, Any]:
+        from reflectkit.engine.run import open_models
+
+        opened = open_models(self.s.step, cache=None, concurrency=self.s.concurrency, cache_only=False)
+        models: dict[str, Any] = {}
+        for role, m in opened.items():
+            info = self.s.roles.get(role)
+            models[role] = m if info is None else _WorkerModel(_unwrap_endpoint(m), info["identity"], info["ident"],
+                                                               info["producer"], self.writer)
+        return models
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        items = [pickle.loads(b) for b in batch["payload"]]
+        if self.s.kind == "row":
+            out = self._run(self._rows(items))
+        else:
+            out = [r for chunk in items for r in self._batch(chunk)]
+        stats = {role: m.take_stats() for role, m in self.models.items() if isinstance(m, _WorkerModel)}
+        counters = dict(self.ctx.counters)
+        self.ctx.counters.clear()
+        if out:
+            out[0]["stats"], out[0]["counters"] = stats, counters
+        return {"result": np.array([pickle.dumps(o) for o in out], dtype=object)}
+
+    async def _rows(self, items: list[tuple[Record, dict[str, dict[str, Any]]]]) -> list[dict[str, Any]]:
+        sem = asyncio.Semaphore(max(1, self.s.concurrency))
+        for _, shipped in items:  # keys are content hashes: one dict for the batch is safe
+            for m in self.models.values():
+                if isinstance(m, _WorkerModel):
+                    m.shipped.update(shipped)
+
+        async def one(rec: Record) -> dict[str, Any]:
+            async with sem:
+                token = current_row.set(rec.index)
+                try:
+                    res = await self.s.step.process(rec, self.ctx)  # type: ignore[attr-defined]
+                except (FatalModelError, UserError) as exc:  # the run stops, as locally
+                    return {"index": rec.index, "fatal": redact(str(exc)),
+                            "exit_code": getattr(exc, "exit_code", 2)}
+                except RequestFailed as exc:
+                    res = RowResult.failure(redact(str(exc)))
+                except Exception as exc:  # a bad row must not kill the run; it is recorded with its reason
+                    res = RowResult.failure(redact(f"{type(exc).__name__}: {exc}"))
+                finally:
+                    current_row.reset(token)
+                return {"index": rec.index, "result": res.to_json()}
+
+        out = await asyncio.gather(*(one(rec) for rec, _ in items))
+        for m in self.models.values():
+            if isinstance(m, _WorkerModel):
+                m.shipped.clear()
+        return list(out)
+
+    def _batch(self, chunk: list[Record]) -> list[dict[str, Any]]:
+        try:
+            results = self.s.step.process_batch(chunk, self.ctx)  # type: ignore[attr-defined]
+        except UserError as exc:
+            return [{"index": chunk[0].index, "fatal": str(exc), "exit_code": exc.exit_code}]
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # the batch's rows are failed with the reason; re-running retries them
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            return [{"index": r.index, "result": RowResult.failure(reason).to_json()} for r in chunk]
+        if len(results) != len(chunk):
+            raise AssertionError(f"{self.s.step.name}: process_batch returned {len(results)} results for "
+                                 f"{len(chunk)} rows")
+        return [{"index": r.index, "result": res.to_json()} for r, res in zip(chunk, results)]
+
+
+def _cache_writer_class(ray: Any) -> Any:
+    @ray.remote(num_cpus=0, max_concurrency=64)
+    class _CacheWriter:
+        """The run's one writer of the response cache, on the driver's node. Counts puts of a key it already had:
+        a response paid for twice (the benchmark and the tests assert 0)."""
+
+        def __init__(self, cache_dir: str) -> None:
+            from reflectkit.llm.cache import ResponseCache
+
+            self.cache = ResponseCache(cache_dir)
+            self.lock = threading.Lock()
+            self.puts = 0
+            self.duplicates = 0
+
+        def get(self, key: str) -> dict[str, Any] | None:
+            return self.cache.get(key)
+
+        def put(self, key: str, model: str, request: dict[str, Any], response: dict[str, Any],
+                producer: dict[str, Any] | None) -> None:
+            with self.lock:
+                if self.cache.get(key) is not None:
+                    self.duplicates += 1
+                self.puts += 1
+                self.cache.put(key, model, request, response, producer)
+
+        def stats(self) -> dict[str, int]:
+            return {"puts": self.puts, "duplicate_calls": self.duplicates}
+
+    return _CacheWriter
+
+
+# --------------------------------------------------------------------------------------------- the executor
+
+
+def _picklable_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What of ``ctx.state`` can travel (decided modes, a resolved student); open handles stay on the driver."""
+    import cloudpickle
+
+    out = {}
+    for k, v in state.items():
+        try:
+            cloudpickle.dumps(v)
+        except Exception:
+            continue
+        out[k] = v
+    return out
+
+
+class RayExecutor:
+    """Run row and batch steps on a Ray cluster (see the module docstring). ``workers``: the most actors (default:
+    the cluster's CPUs, or its GPUs for a batch step when it has any); ``address``: a running cluster (None: start a
+    local one)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None, window: int = WINDOW_ROWS,
+                 max_task_retries: int = MAX_TASK_RETRIES) -> None:
+        if workers is not None and workers < 1:
+            raise UserError(f"--ray-workers must be at least 1, got {workers}")
+        self.address = address
+        self.workers = workers
+        self.window = max(1, window)
+        self.max_task_retries = max_task_retries
+        self.writer: Any = None
+        self._writer_stats: dict[str, int] = {"puts": 0, "duplicate_calls": 0}
+        self.dispatched = 0
+        self.resolved_on_driver = 0
+        self.ray_start_s = 0.0
+        #: per dataset dispatched: seconds from dispatch to the first result (actor pool start + one batch)
+        self.first_result_s: list[float] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ray", "address": self.address or "local", "workers": self.workers,
+                "rows_dispatched": self.dispatched, "rows_resolved_on_driver": self.resolved_on_driver,
+                "first_result_s": [round(x, 3) for x in self.first_result_s], "cache_writer": self.writer_stats()}
+
+    def writer_stats(self) -> dict[str, int]:
+        """Responses stored by the run's cache writer, and how many of them were paid for twice (must be 0)."""
+        if self.writer is None:
+            return dict(self._writer_stats)
+        import ray
+
+        return dict(ray.get(self.writer.stats.remote()))
+
+    # ---------------------------------------------------------------- set-up
+    def _start(self) -> Any:
+        t0 = time.monotonic()
+        ray = ensure_ray(self.address)
+        self.ray_start_s = time.monotonic() - t0
+        return ray
+
+    def _check(self, run: "Run") -> None:
+        for role in run.step.active_roles():
+            spec = run.step.spec(role)
+            if getattr(spec, "max_cost", None) is not None:
+                raise UserError("--max-cost is not supported with --executor ray yet (the spend is counted per "
+                                "process); run it with --executor local")
+
+    def _resources(self, ray: Any, kind: str, local_model: bool) -> tuple[int, float, float]:
+        res = ray.cluster_resources()
+        cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+        if kind == "batch" and gpus:
+            return (self.workers or gpus), 1.0, 1.0
+        n = self.workers or max(1, cpus)
+        # an endpoint-bound actor mostly waits on the network; one holding a model needs its CPU share
+        per = max(0.1, min(1.0, cpus / n)) if (kind == "batch" or local_model) else max(0.1, min(0.5, cpus / n))
+        return n, per, 0.0
+
+    def _shipment(self, run: "Run", ctx: RunContext, n: int) -> _Shipment:
+        from reflectkit.llm.cache import default_cache_dir, producer_of
+
+        roles: dict[str, dict[str, Any]] = {}
+        step = run.step
+        for role, m in _chat_clients(run.models).items():
+            ident = stable_identity(dict(m.identity))
+            roles[role] = {"identity": m.cache_identity, "ident": ident,
+                           "producer": producer_of(getattr(m, "inner", m))}
+        if n > 1:  # the run's rate limits are the cluster's: each actor gets its share
+            shares = {}
+            for role in roles:
+                spec = step.spec(role)
+                upd = {k: getattr(spec, k) / n for k in ("rpm", "tpm") if getattr(spec, k, None)}
+                if upd:
+                    shares[role] = spec.model_copy(update=upd)
+            if shares:
+                step = type(step)(step.options, models={**step.models, **shares})
+        threads = getattr(step.options, "threads", None) if step.kind != "row" else None
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("REFLECTKIT_", "HF_", "TRANSFORMERS_")) and "KEY" not in k and "TOKEN" not in k}
+        for role in roles:  # the endpoint's key by the name the spec gives (never written anywhere)
+            key_env = getattr(step.spec(role), "api_key_env", None) or "OPENAI_API_KEY"
+            if key_env in os.environ:
+                env[key_env] = os.environ[key_env]
+        return _Shipment(step=step, kind="row" if step.kind == "row" else "batch", roles=roles,
+                         state=_picklable_state(ctx.state), run_dir=run.run_dir,
+                         cache_dir=Path(run.cache_dir) if run.cache_dir else default_cache_dir(),
+                         concurrency=max(1, -(-run.concurrency // n)), threads=threads or 1, env=env)
+
+    def _writer(self, ray: Any, cache_dir: Path) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node = ray.get_runtime_context().get_node_id()
+        return _cache_writer_class(ray).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(str(cache_dir))
+
+    # ---------------------------------------------------------------- row steps
+    async def run_rows(self, run: "Run", pending: Iterator[Record], ctx: RunContext, commit: Commit) -> None:
+        self._check(run)
+        ray = self._start()
+        clients = _chat_clients(run.models)
+        local_model = any(getattr(run.step.spec(r), "kind", "") in ("embedded", "gguf", "hf")
+                          for r in run.step.active_roles())
+        n, cpus, gpus = self._resources(ray, "row", local_model)
+        ship = self._shipment(run, ctx, n)
+        window: list[tuple[Record, dict[str, dict[str, Any]]]] = []
+
+        def dispatch() -> None:
+            if self.writer is None and clients and run.use_cache:  # only once a row has to travel
+                self.writer = self._writer(ray, ship.cache_dir or Path("."))
+            self._dispatch(ray, run, ctx, window, ship, n, cpus, gpus, commit, rows_per_call=2 * ship.concurrency)
+
+        try:
+            for rec in pending:
+                resolved = await self._resolve(run, rec, ctx, clients)
+                if isinstance(resolved, RowResult):
+                    commit(rec, resolved)
+                    self.resolved_on_driver += 1
+                    continue
+                window.append((rec, resolved))
+                if len(window) >= self.window:
+                    dispatch()
+                    window = []
+            if window:
+                dispatch()
+        finally:
+            self.shutdown()
+
+    async def _resolve(self, run: "Run", rec: Record, ctx: RunContext,
+                       clients: dict[str, Any]) -> RowResult | dict[str, dict[str, Any]]:
+        """The row's result when the cache answers all of it, else the cache entries found before the first miss."""
+        if not clients or not run.use_cache:
+            return {}
+        probes = {r: _ProbeModel(m) for r, m in clients.items()}
+        pctx = replace(ctx, models={**ctx.models, **probes}, counters={})
+        token = current_row.set(rec.index)
+        try:
+            res = await run.step.process(rec, pctx)  # type: ignore[attr-defined]
+        except CacheMiss:
+            return {k: v for p in probes.values() for k, v in p.found.items()}
+        except (FatalModelError, UserError):
+            raise
+        except RequestFailed as exc:
+            res = RowResult.failure(redact(str(exc)))
+        except Exception as exc:
+            res = RowResult.failure(redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            current_row.reset(token)
+        for role, p in probes.items():
+            _credit_hits(clients[role], p)
+        for k, v in pctx.counters.items():
+            ctx.count(k, v)
+        return res
+
+    # ---------------------------------------------------------------- batch steps
+    def run_batches(self, run: "Run", pending: Iterator[Record], ctx: RunContext, commit: Commit) -> None:
+        ray = self._start()
+        n, cpus, gpus = self._resources(ray, "batch", True)
+        ship = self._shipment(run, ctx, n)
+        size = max(1, int(run.step.rows_per_batch()))  # type: ignore[attr-defined]
+        chunks: list[list[Record]] = []
+        rows = 0
+        for chunk in _chunks(pending, size):
+            chunks.append(chunk)
+            rows += len(chunk)
+            if rows >= self.window:
+                self._dispatch(ray, run, ctx, chunks, ship, n, cpus, gpus, commit, rows_per_call=1)
+                chunks, rows = [], 0
+        if chunks:
+            self._dispatch(ray, run, ctx, chunks, ship, n, cpus, gpus, commit, rows_per_call=1)
+
+    # ---------------------------------------------------------------- dispatch
+    def _dispatch(self, ray: Any, run: "Run", ctx: RunContext, items: list[Any], ship: _Shipment, n: int,
+                  cpus: float, gpus: float, commit: Commit, *, rows_per_call: int) -> None:
+        """One Ray Data dataset over ``items`` (rows with their cache entries, or engine batches); results are
+        committed as they stream back. Rows whose batch failed for good are committed as ``failed``."""
+        by_index: dict[int, Record] = {}
+        for it in items:
+            for rec in (it if isinstance(it, list) else [it[0]]):
+                by_index[rec.index] = rec
+        self.dispatched += len(by_index)
+        ds = ray.data.from_items([{"payload": pickle.dumps(it)} for it in items],
+                                 override_num_blocks=max(1, min(len(items), 4 * n)))
+        out = ds.map_batches(_Worker, fn_constructor_args=(ship, self.writer), batch_size=rows_per_call,
+                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n), num_cpus=cpus, num_gpus=gpus, batch_format="numpy",
+                             zero_copy_batch=True, max_restarts=-1, max_task_retries=self.max_task_retries)
+        done: set[int] = set()
+        fatal: dict[str, Any] | None = None
+        clients = _chat_clients(run.models)
+        t0 = time.monotonic()
+        try:
+            for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+                if not done:
+                    self.first_result_s.append(time.monotonic() - t0)
+                for blob in batch["result"]:
+                    r = pickle.loads(blob)
+                    for role, st in (r.get("stats") or {}).items():
+                        if role in clients:
+                            _credit_worker_stats(clients[role], st)
+                    for k, v in (r.get("counters") or {}).items():
+                        ctx.count(k, v)
+                    if "fatal" in r:
+                        fatal = fatal or r
+                        continue
+                    rec = by_index[r["index"]]
+                    commit(rec, RowResult.from_json(r["result"]))
+                    done.add(rec.index)
+                if fatal is not None:
+                    break
+        except Exception as exc:  # the actor kept dying (crash, out of memory) or Ray failed: never lose the rows
+            reason = redact(f"worker failed after {self.max_task_retries} retries: {_first_line(exc)}")
+            for idx, rec in by_index.items():
+                if idx not in done:
+                    commit(rec, RowResult.failure(reason))
+        if fatal is not None:
+            raise UserError(str(fatal["fatal"]), exit_code=int(fatal.get("exit_code", 2)))
+
+    def shutdown(self) -> None:
+        """Stop the cache writer (its counts are kept for :meth:`writer_stats` and the manifest)."""
+        if self.writer is not None:
+            import ray
+
+            try:
+                self._writer_stats = self.writer_stats()
+            finally:
+                ray.kill(self.writer)
+                self.writer = None
+
+
+def _chunks(it: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(it)
+    while True:
+        chunk = [r for _, r in zip(range(size), it)]
+        if not chunk:
+            return
+        yield chunk
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    interesting = [ln for ln in lines if any(w in ln for w in ("OutOfMemory", "memory", "died", "ActorDied",
+                                                               "unexpectedly", "Error:"))]
+    return (interesting[0] if interesting else lines[0] if lines else type(exc).__name__)[:300]
+
+
+__all__ = ["RayExecutor", "CacheMiss", "ensure_ray", "require_ray"]

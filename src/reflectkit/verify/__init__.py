@@ -1,0 +1,1 @@
+"""Is the endpoint what it claims? Tiered checks, publishable fingerprints, canaries during runs."""
