@@ -7,22 +7,18 @@ hands every result back through the engine's ``commit(record, result)``.
 
 Dataset steps (``plan`` needs every row) and task steps always run on the driver.
 
-Until the engine takes an executor itself (the ``executor=`` keyword of ``Run``), :class:`ExecutorRun` is the glue:
-a ``Run`` whose row and batch loops hand over to the executor, and :func:`run_with_executor` is
-:func:`reflectkit.engine.api.run` with the executor keywords.
+``Run(executor=...)`` hands its row and batch loops to an executor other than the local one;
+:func:`run_with_executor` is :func:`reflectkit.engine.api.run` with the executor keywords.
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Iterator, Literal, Protocol
 
 from reflectkit.data.record import Record
-from reflectkit.engine.ledger import Ledger
-from reflectkit.engine.progress import Progress
 from reflectkit.engine.run import Run, RunSummary
-from reflectkit.engine.step import FAILED, RowResult, RunContext, Step
+from reflectkit.engine.step import RunContext, Step
 from reflectkit.errors import UserError
 
 ExecutorName = Literal["local", "ray"]
@@ -64,86 +60,14 @@ def executor_for(name: Any, *, ray_address: str | None = None, ray_workers: int 
     raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
 
 
-class ExecutorRun(Run):
-    """A :class:`Run` whose row and batch loops run on ``executor`` (glue until ``Run`` takes it itself)."""
-
-    def __init__(self, *args: Any, executor: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.executor = executor or LocalExecutor()
-        if not isinstance(self.executor, LocalExecutor):
-            self.extra_manifest = {**self.extra_manifest, "executor": {"kind": self.executor.name}}
-
-    def _distributed(self) -> bool:
-        # a cache-only replay calls nothing: it is answered on the driver
-        return not isinstance(self.executor, LocalExecutor) and not self.cache_only
-
-    def _commit(self, ledger: Ledger, prog: Progress) -> Any:
-        def commit(rec: Record, res: RowResult) -> None:
-            if res.status == FAILED:
-                self._failed_live += 1
-            ledger.add(rec.index, rec.id, res.status, res.to_json())
-            prog.advance()
-
-        return commit
-
-    async def _run_rows(self, pending: Iterator[Record], ledger: Ledger, prog: Progress, ctx: RunContext) -> None:
-        if not self._distributed():
-            return await super()._run_rows(pending, ledger, prog, ctx)
-        try:
-            await self.executor.run_rows(self, pending, ctx, self._commit(ledger, prog))
-        finally:
-            ledger.flush()
-            self._record_executor()
-
-    def _run_batches(self, pending: Iterator[Record], ledger: Ledger, prog: Progress, ctx: RunContext) -> None:
-        if not self._distributed() or self.step.kind == "dataset":  # plan's decisions live on the driver
-            return super()._run_batches(pending, ledger, prog, ctx)
-        try:
-            self.executor.run_batches(self, pending, ctx, self._commit(ledger, prog))
-        finally:
-            ledger.flush()
-            self._record_executor()
-
-    def _record_executor(self) -> None:
-        describe = getattr(self.executor, "describe", None)
-        if callable(describe):
-            self.extra_manifest = {**self.extra_manifest, "executor": describe()}
-
-
 def run_with_executor(step: Step[Any] | str | type[Step[Any]], input: Any = None, output: str | Path | None = None, *,
                       executor: str | Any = "local", ray_address: str | None = None, ray_workers: int | None = None,
                       models: Any = None, **kwargs: Any) -> RunSummary:
-    """:func:`reflectkit.engine.api.run` with an executor (a name or an executor object). The local executor is
-    exactly ``api.run``."""
-    from reflectkit.engine import api, registry
+    """:func:`reflectkit.engine.api.run` with an executor (a name or an executor object)."""
+    from reflectkit.engine import api
 
-    if "executor" in api.PLUMBING:  # the engine takes the executor itself (the patch in the notes is applied)
-        return api.run(step, input, output, models=models, executor=executor, ray_address=ray_address,
-                       ray_workers=ray_workers, **kwargs)
-    ex = executor_for(executor, ray_address=ray_address, ray_workers=ray_workers)
-    if isinstance(ex, LocalExecutor):
-        return api.run(step, input, output, models=models, **kwargs)
-    if isinstance(step, str):
-        step = registry.get(step)
-    names = api.option_names(step.Options) if isinstance(step, type) else {}
-    plumbing = {k: kwargs.pop(k) for k in list(kwargs) if k in api.PLUMBING and k not in names}
-    if isinstance(step, type):
-        step = api.make_step(step, kwargs, models)
-    elif kwargs:
-        raise TypeError(f"unexpected keyword arguments for a step instance: {', '.join(kwargs)}")
-    p = {**api.PLUMBING, **plumbing}
-    api.check_plumbing(p)
-    ds = step.read_input(input, format=p["format"], mapping=p["mapping"], skip_bad_rows=p["skip_bad_rows"],
-                         limit=p["limit"])
-    out = Path(output) if output else None
-    if out is not None and ds.path is not None and out.exists() and out.resolve() == Path(ds.path).resolve():
-        raise UserError(f"-o {out}: the output would overwrite the input file")
-    runner = ExecutorRun(step, ds, output=out, run_dir=Path(p["run_dir"]) if p["run_dir"] else None,
-                         concurrency=p["concurrency"], progress=p["progress"], restart=p["restart"],
-                         cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None, use_cache=p["use_cache"],
-                         cache_only=p["cache_only"], clients=p["clients"], gate_failed=p["gate_failed"],
-                         executor=ex)
-    return asyncio.run(runner.execute())
+    return api.run(step, input, output, models=models, executor=executor, ray_address=ray_address,
+                   ray_workers=ray_workers, **kwargs)
 
 
-__all__ = ["Executor", "LocalExecutor", "ExecutorRun", "executor_for", "run_with_executor", "EXECUTORS"]
+__all__ = ["Executor", "LocalExecutor", "executor_for", "run_with_executor", "EXECUTORS"]
