@@ -3,6 +3,8 @@
 * I/O-bound: ``recycle --phase response`` against the loopback server (``loopback_server.py``: no model, a fixed
   latency), so the figure is the executors' own throughput at the same concurrency.
 * Compute-bound: ``score`` with the embedded student (SmolLM2-135M) on CPU, one torch thread per process.
+* Embedding-bound: ``decontaminate --embedding`` (no n-grams) against the 80 Vicuna questions: locally the rows are
+  embedded on the driver; on Ray by an actor pool with one all-MiniLM-L6-v2 per actor (the search stays on the driver).
 
 Printed per case: wall time, rows/s and the ratio to the local executor measured in the same run; Ray's start-up
 time (``ray.init`` of a local cluster) and the per-row scheduling overhead ((Ray wall - local wall) / rows, the
@@ -10,7 +12,7 @@ start-up excluded); peak memory (driver and all Ray worker processes, sampled) a
 duplicate oracle calls (responses paid for twice: the cache writer's count and the server's count minus canaries and
 rows), which must be 0.
 
-    .venv/bin/python benchmarks/bench_ray.py                       # 96 I/O rows, 16 score rows
+    .venv/bin/python benchmarks/bench_ray.py                       # 96 I/O rows, 16 score rows, 1000 embed rows
     .venv/bin/python benchmarks/bench_ray.py --io-rows 400 --score-rows 64 --device cuda   # a GPU machine
 
 On a 2-core machine Ray cannot beat local for compute (the cores are the same; Ray adds processes, one model per
@@ -31,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +97,27 @@ def run_case(step: str, executor: Any, out: Path, work: Path, name: str, **kw: A
     return time.perf_counter() - t0, s
 
 
+def local_vs_ray(step: str, work: Path, tag: str, rows: int, title: str,
+                 detail: Callable[[Any], tuple[dict[str, Any], str]], **kw: Any) -> dict[str, Any]:
+    """``step`` on the local executor, then on Ray with 1 and 2 workers: wall, rows/s, ratio, identical output;
+    ``detail(executor)`` adds the case's own figures (a dict for the JSON, a phrase for the line)."""
+    from reflectkit.engine.ray_executor import RayExecutor
+
+    wall, _ = run_case(step, "local", work / f"{tag}-local.jsonl", work, f"{tag}-local", **kw)
+    out: dict[str, Any] = {"local": {"wall_s": wall, "rows_s": rows / wall}}
+    print(f"\n{title}")
+    print(f"  local      {wall:7.2f} s  {rows / wall:7.2f} rows/s  1.00x")
+    for n in (1, 2):
+        ex = RayExecutor(workers=n)
+        wall, _ = run_case(step, ex, work / f"{tag}-ray{n}.jsonl", work, f"{tag}-ray{n}", **kw)
+        same = (work / f"{tag}-ray{n}.jsonl").read_bytes() == (work / f"{tag}-local.jsonl").read_bytes()
+        extra, phrase = detail(ex)
+        out[f"ray{n}"] = {"wall_s": wall, "rows_s": rows / wall, "identical": same, **extra}
+        print(f"  ray x{n}     {wall:7.2f} s  {rows / wall:7.2f} rows/s  {out['local']['wall_s'] / wall:4.2f}x  "
+              f"identical={same}; {phrase}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--io-rows", type=int, default=96)
@@ -104,6 +127,7 @@ def main() -> None:
     ap.add_argument("--lat-max", type=float, default=0.3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-score", action="store_true")
+    ap.add_argument("--embed-rows", type=int, default=1000, help="rows for the decontaminate case (0: skip it)")
     a = ap.parse_args()
 
     from loopback_server import ServerThread
@@ -131,7 +155,6 @@ def main() -> None:
                 kw = dict(models={"oracle": spec}, limit=a.io_rows, phase="response", concurrency=a.concurrency)
                 before = srv.stats.served
                 wall, s = run_case("recycle", "local", work / "io-local.jsonl", work, "io-local", **kw)
-                canaries = s.calls - a.io_rows
                 io = {"local": {"wall_s": wall, "rows_s": a.io_rows / wall}}
                 print(f"\nI/O-bound: recycle, {a.io_rows} rows, loopback latency {a.lat_min}-{a.lat_max} s, "
                       f"concurrency {a.concurrency} (physical limit {a.concurrency / ((a.lat_min + a.lat_max) / 2):.1f}"
@@ -142,6 +165,7 @@ def main() -> None:
                     ex = RayExecutor(workers=n)
                     wall, s = run_case("recycle", ex, work / f"io-ray{n}.jsonl", work, f"io-ray{n}", **kw)
                     served = srv.stats.served - before
+                    canaries = int(s.manifest["models"]["oracle"]["verification"]["canary_calls"])  # start only
                     same = (work / f"io-ray{n}.jsonl").read_bytes() == (work / "io-local.jsonl").read_bytes()
                     dup = ex.writer_stats()["duplicate_calls"]
                     pool = sum(ex.first_result_s)  # actor pool start (+ the first batch's latency)
@@ -156,23 +180,25 @@ def main() -> None:
                 results["io"] = io
             # ---------------------------------------------------------------- compute-bound
             if not a.skip_score:
-                kw2 = dict(limit=a.score_rows, batch_size=4, threads=1, coherence=False, device=a.device)
-                wall, _ = run_case("score", "local", work / "sc-local.jsonl", work, "sc-local", **kw2)
-                sc = {"local": {"wall_s": wall, "rows_s": a.score_rows / wall}}
-                print(f"\nCompute-bound: score, {a.score_rows} rows, batch 4, {a.device}, 1 torch thread per process "
-                      "(model load included)")
-                print(f"  local      {wall:7.2f} s  {a.score_rows / wall:7.2f} rows/s  1.00x")
-                for n in (1, 2):
-                    ex = RayExecutor(workers=n)
-                    wall, _ = run_case("score", ex, work / f"sc-ray{n}.jsonl", work, f"sc-ray{n}", **kw2)
-                    same = (work / f"sc-ray{n}.jsonl").read_bytes() == (work / "sc-local.jsonl").read_bytes()
-                    pool = sum(ex.first_result_s)
-                    sc[f"ray{n}"] = {"wall_s": wall, "rows_s": a.score_rows / wall, "identical": same,
-                                     "first_result_s": pool}
-                    print(f"  ray x{n}     {wall:7.2f} s  {a.score_rows / wall:7.2f} rows/s  "
-                          f"{sc['local']['wall_s'] / wall:4.2f}x  identical={same}; first result after {pool:.1f} s "
-                          "(actor start + student load + one batch)")
-                results["score"] = sc
+                results["score"] = local_vs_ray(
+                    "score", work, "sc", a.score_rows,
+                    f"Compute-bound: score, {a.score_rows} rows, batch 4, {a.device}, 1 torch thread per process "
+                    "(model load included)",
+                    lambda ex: ({"first_result_s": sum(ex.first_result_s)},
+                                f"first result after {sum(ex.first_result_s):.1f} s (actor start + student load + "
+                                "one batch)"),
+                    limit=a.score_rows, batch_size=4, threads=1, coherence=False, device=a.device)
+            # ---------------------------------------------------------------- embedding-bound
+            if a.embed_rows:
+                results["embed"] = local_vs_ray(
+                    "decontaminate", work, "em", a.embed_rows,
+                    f"Embedding-bound: decontaminate --embedding against vicuna, {a.embed_rows} rows (embedder "
+                    "load included)",
+                    lambda ex: ({"embeddings_on_ray": ex.embedding.get("embeddings_computed", 0),
+                                 "embed_s": ex.embedding.get("embed_s", 0.0)},
+                                f"{ex.embedding.get('embeddings_computed', 0)} embeddings on the actors in "
+                                f"{ex.embedding.get('embed_s', 0.0):.1f} s (actor start + embedder load included)"),
+                    limit=a.embed_rows, against=["vicuna"], ngram=False, mark_only=True)
         results["peak_rss_driver_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         results["peak_rss_ray_workers_mib"] = round(mem.peak_workers, 1)
         results["object_store_spilled_mib"] = spilled_mib()

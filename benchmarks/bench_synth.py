@@ -10,7 +10,6 @@ Baseline: a single attempt per problem (rate@1, read from the first attempt of e
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 

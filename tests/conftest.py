@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # Fixtures shared by a sub-suite live in tests/helpers/ and are loaded here, so that `from conftest import ...`
 # in any test always means this file.
-pytest_plugins = ["helpers.scoring_fixtures"]
+pytest_plugins = ["helpers.scoring_fixtures", "helpers.ray_fixtures"]
+
+from helpers.llama_servers import ServerProcess, free_port  # noqa: E402,F401  (after sys.path; free_port: `from conftest import free_port`)
 
 # Converting the GGUF student to an HF directory takes 30-80 s: do it once for the whole suite, for every fixture
 # scope and CLI subprocess, and keep it between runs under the git-ignored test-artifacts/.
@@ -60,46 +59,13 @@ def gguf_path() -> Path:
     return embedded_gguf_path()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """A real ``python -m llama_cpp.server`` serving the SmolLM2 GGUF on 127.0.0.1:<free port>."""
 
     def __init__(self, gguf: Path, log_path: Path, alias: str = "smollm2", n_ctx: int = 4096) -> None:
-        self.port = free_port()
-        self.alias = alias
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx), "--seed", "0"],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with {self.proc.returncode}; log: {log_path}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("llama.cpp server did not come up within 120s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._log.close()
+        super().__init__([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+                          "--host", "127.0.0.1", "--port", "{port}", "--n_ctx", str(n_ctx), "--seed", "0"],
+                         log_path, alias=alias)
 
 
 @pytest.fixture(scope="session")

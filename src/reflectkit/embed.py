@@ -77,23 +77,40 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def cache_for(cache_dir: Path | None) -> EmbeddingCache:
+    """The embedding cache under ``cache_dir`` (default: the response cache's directory)."""
+    from reflectkit.llm.cache import default_cache_dir
+
+    return EmbeddingCache((Path(cache_dir) if cache_dir else default_cache_dir()) / "embeddings")
+
+
+def missing(texts: Sequence[str], cache: EmbeddingCache | None) -> list[tuple[str, str]]:
+    """``(key, text)`` of the distinct texts the cache does not hold, sorted by key: the order in which
+    :func:`encode` computes them (an executor that embeds elsewhere computes the same list)."""
+    distinct = {text_key(t): t for t in texts}
+    have = set(cache.get_many(sorted(distinct))) if cache else set()
+    return sorted((k, t) for k, t in distinct.items() if k not in have)
+
+
+def compute(texts: Sequence[str], *, batch_size: int = 64, device: str | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` with this process's model, no cache: L2-normalised float32, shape (n, 384)."""
+    vecs = load_model(device).encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+    return np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
+
+
 def encode(texts: Sequence[str], *, cache_dir: Path | None = None, batch_size: int = 64, device: str | None = None,
            use_cache: bool = True) -> np.ndarray:
     """L2-normalised float32 embeddings, shape (len(texts), 384). Cached on disk by text hash."""
-    from reflectkit.llm.cache import default_cache_dir
-
     texts = list(texts)
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     keys = [text_key(t) for t in texts]
-    cache = EmbeddingCache((Path(cache_dir) if cache_dir else default_cache_dir()) / "embeddings") if use_cache else None
+    cache = cache_for(cache_dir) if use_cache else None
     have = cache.get_many(sorted(set(keys))) if cache else {}
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in have}.items())
     if todo:
-        model = load_model(device)
-        vecs = model.encode([t for _, t in todo], batch_size=batch_size, convert_to_numpy=True,
-                            normalize_embeddings=True, show_progress_bar=False)
-        new = {k: np.asarray(v, dtype=np.float32) for (k, _), v in zip(todo, vecs)}
+        new = dict(zip((k for k, _ in todo), compute([t for _, t in todo], batch_size=batch_size, device=device)))
         if cache:
             cache.put_many(new)
         have.update(new)

@@ -19,7 +19,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,19 +35,6 @@ from loopback_server import ServerThread
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """One local Ray cluster for the session (2 CPUs, no dashboard, a small object store)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def _loopback_spec(url: str) -> ModelSpec:
     os.environ.setdefault("RK_TEST_NOKEY", "unused")
     return ModelSpec(model="loopback", base_url=url, api_key_env="RK_TEST_NOKEY", canary_every=0)
@@ -58,10 +45,10 @@ def _run(executor: Any, out: Path, tmp: Path, name: str, **kw: Any) -> Any:
                              cache_dir=tmp / f"cache-{name}", **kw)
 
 
-
 def _canary_calls(summary: Any) -> int:
     """The endpoint calls a run spent on verification (start canaries), counted apart from the rows' calls."""
     return int(summary.manifest["models"]["oracle"]["verification"]["canary_calls"])
+
 
 def test_executor_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(executor_for(None), LocalExecutor)
@@ -86,7 +73,7 @@ def test_recycle_on_ray_matches_local(ray_cluster: Any, llama_server: Any, tmp_p
     dist = _run(ex, tmp_path / "ray.jsonl", tmp_path, "ray", **kw)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert dist.counts == local.counts and sum(local.counts.values()) == 2
-    assert ex.dispatched == 2 and ex.writer_stats() == {"puts": 2, "duplicate_calls": 0}
+    assert ex.dispatched == 2 and ex.writer_stats() == {"puts": 2, "duplicate_calls": 0, "dropped_after_drift": 0}
     assert dist.manifest["executor"]["kind"] == "ray" and dist.calls == local.calls
 
 
@@ -141,9 +128,12 @@ def test_killed_worker_rows_are_redispatched_without_paying_twice(ray_cluster: A
     assert "pid" in killed, "no worker was killed: the test did not test anything"
     assert s.counts == local.counts == {"rewritten": rows} and s.failed == 0  # 0 lost
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()  # 0 duplicated rows
-    # every response was paid for once and stored once; only requests cut off by the kill were sent again
-    assert ex.writer_stats() == {"puts": rows, "duplicate_calls": 0}
-    assert served - start_canaries - rows <= killed["in_flight"]
+    # every response was paid for once and stored once; only requests the killed worker had started and not yet
+    # stored were sent again: at most its share of the concurrency (the server's in-flight count at the instant of
+    # the kill undercounts them: a reply the server finished just before the kill was never stored)
+    assert ex.writer_stats() == {"puts": rows, "duplicate_calls": 0, "dropped_after_drift": 0}
+    per_worker = -(-kw["concurrency"] // 2)
+    assert served - start_canaries - rows <= max(per_worker, killed["in_flight"])
 
 
 def test_cache_hits_are_answered_on_the_driver_never_dispatched(ray_cluster: Any, tmp_path: Path) -> None:
@@ -157,7 +147,7 @@ def test_cache_hits_are_answered_on_the_driver_never_dispatched(ray_cluster: Any
                               cache_dir=tmp_path / "cache-shared", **kw)
         served = srv.stats.served - before
     assert ex.dispatched == 0 and ex.resolved_on_driver == rows  # nothing travelled
-    assert ex.writer_stats() == {"puts": 0, "duplicate_calls": 0}
+    assert ex.writer_stats() == {"puts": 0, "duplicate_calls": 0, "dropped_after_drift": 0}
     assert s.cache_hits == rows and served == _canary_calls(local)  # the start canaries only
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 

@@ -73,6 +73,10 @@ class FaultProxy:
         self._thread.join(10)
 
     # ------------------------------------------------------------------ proxying
+    def upstream_for(self, path: str) -> int:
+        """The port a forwarded request goes to (a subclass may route: tests/verify/swap_proxy.py)."""
+        return self.upstream_port
+
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, str, bytes] | None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -133,7 +137,7 @@ class FaultProxy:
                 return
             else:
                 self.stats.forwarded += 1
-                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_for(path))
                 up_w.write(head + body)
                 await up_w.drain()
                 data = await up_r.read()  # until upstream closes (Connection: close)

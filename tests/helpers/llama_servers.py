@@ -28,7 +28,7 @@ LLAMA_VERSION = "0.3.36"
 HELPERS = Path(__file__).resolve().parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -41,7 +41,7 @@ class ServerProcess:
 
     def __init__(self, argv: list[str], log_path: Path, *, alias: str = "smollm2", timeout: float = 120,
                  env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.alias = alias
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path

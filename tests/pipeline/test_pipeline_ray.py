@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,19 +21,6 @@ from reflectkit.pipeline.runner import run_pipeline
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from loopback_server import ServerThread
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """One local Ray cluster for the session (2 CPUs, no dashboard, a small object store)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def _models(url: str) -> str:

@@ -2,13 +2,11 @@
 
 All servers of the verification suite serve under the same alias, so the name the client sees never changes: the
 "routing layer that quietly sends requests to another model" of the Reflection 70B episode. Built on
-:class:`helpers.fault_proxy.FaultProxy` (its lifecycle and request parsing); no faults are injected, only the
-upstream changes. A project-written proxy because no real server does this on purpose.
+:class:`helpers.fault_proxy.FaultProxy` (its lifecycle, request parsing and forwarding); no faults are injected, only
+:meth:`upstream_for` changes. A project-written proxy because no real server does this on purpose.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from helpers.fault_proxy import FaultPlan, FaultProxy
 
@@ -30,31 +28,13 @@ class SwapProxy(FaultProxy):
         self.chat_requests = 0
         self.switched_at = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            req = await self._read_request(reader)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            writer.close()
-            return
-        assert req is not None
-        head, path, body = req
+    def upstream_for(self, path: str) -> int:
+        if not path.startswith(CHAT_PATH):
+            return self.first_port
         port = self.first_port
-        if path.startswith(CHAT_PATH):
-            if self.switch_after is not None and self.chat_requests >= self.switch_after:
-                port = self.then_port
-                if self.switched_at is None:
-                    self.switched_at = self.chat_requests
-            self.chat_requests += 1
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-            up_w.write(head + body)
-            await up_w.drain()
-            data = await up_r.read()  # until upstream closes (Connection: close)
-            up_w.close()
-            writer.write(data)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            if not writer.transport.is_closing():
-                writer.close()
+        if self.switch_after is not None and self.chat_requests >= self.switch_after:
+            port = self.then_port
+            if self.switched_at is None:
+                self.switched_at = self.chat_requests
+        self.chat_requests += 1
+        return port

@@ -17,6 +17,7 @@ built in memory (its schema is the union of every row's columns).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, overload
+from typing import IO, Any, overload
 
 from reflectkit.data.record import RK_KEY, Record, row_id
 from reflectkit.errors import UserError
@@ -770,21 +771,27 @@ def record_to_row(
     return row
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Write to a temporary file beside ``path``, fsync it and rename it over ``path``: readers see the old file or
+    the whole new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_open(path) as fh:
+        fh.write(data)
 
 
 def dumps_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -830,22 +837,10 @@ def write_rows(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> 
         return len(rows)
     n = 0
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as fh:
-                for r in rows:
-                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-                    n += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with _atomic_open(p, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+                n += 1
     except OSError as exc:
         raise UserError(f"{p}: cannot write output ({exc.strerror})") from None
     return n

@@ -285,6 +285,8 @@ class DecontamStep(DatasetStep[DecontamOptions]):
 
         analysis, items = ctx.state["analysis"], self.items
         bench = encode([it.question for it in items], cache_dir=ctx.cache_dir, batch_size=EMBED_BATCH_SIZE)
+        # on Ray the rows' embeddings are computed by the workers and cached; the loop below then reads them
+        ctx.prepare_embeddings((_question(r) for r in records), batch_size=EMBED_BATCH_SIZE)
         st = SearchState(self.options.top_k, len(items))
         for start in range(0, len(records), CHUNK_ROWS):
             chunk = records[start : start + CHUNK_ROWS]

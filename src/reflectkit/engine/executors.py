@@ -5,7 +5,8 @@ hands every result back through the engine's ``commit(record, result)``.
 * ``local`` (the default): today's behaviour, rows concurrently on the run's event loop, batches in order;
 * ``ray``: :class:`~reflectkit.engine.ray_executor.RayExecutor`, rows and batches on a Ray cluster.
 
-Dataset steps (``plan`` needs every row) and task steps always run on the driver.
+Dataset steps (``plan`` needs every row) and task steps always run on the driver (a dataset step's embeddings excepted:
+``RayExecutor.embed_missing``).
 
 ``Run(executor=...)`` hands its row and batch loops to an executor other than the local one;
 :func:`run_with_executor` is :func:`reflectkit.engine.api.run` with the executor keywords.

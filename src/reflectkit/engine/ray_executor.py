@@ -21,7 +21,13 @@ What runs where:
   run's concurrency split between the actors (and ``rpm``/``tpm`` split the same way). Batch steps (scoring with
   a student) run one engine batch per call in an actor pool with one student per actor (GPUs requested when the
   cluster has them), so batch boundaries, and therefore the floating-point results, are those of a local run.
-  Dataset steps (``plan`` needs every row) and task steps run on the driver.
+  Dataset steps (``plan`` needs every row) and task steps run on the driver; a dataset step's sentence embeddings
+  (``RunContext.prepare_embeddings``) are computed by an actor pool and stored by the driver (engine/ray_embed.py).
+* **Verification during the run.** The driver verifies each endpoint at start; every worker wraps its client in
+  a guard built from the driver's (:meth:`VerifiedEndpoint.from_state`) that sends the periodic canaries of its own
+  calls. A batch returns with its worker's report (checks, rows not vouched for yet, suspects, a new drift), which
+  the driver merges into its guard; the cache writer keeps what each worker stored since its last good canary
+  pending and drops it on drift. Rows still unverified at the end get one final canary from the driver.
 * **Failures.** Ray restarts a killed actor and retries its batch (``max_task_retries``); the retry finds the
   responses already paid for in the cache. A batch that still fails (the actor keeps crashing, out of memory) is
   recorded row by row as ``failed`` with Ray's reason, never lost; re-running retries it.
@@ -36,6 +42,7 @@ import os
 import pickle
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -151,9 +158,10 @@ def _credit_worker_stats(client: Any, stats: dict[str, int]) -> None:
     inner = getattr(client, "inner", client)
     while hasattr(inner, "inner") and isinstance(getattr(type(inner), "calls", None), property):
         inner = inner.inner  # a verifying guard derives its count from the client it wraps
+    canary_calls = int(((stats.get("guard") or {}).get("counters") or {}).get("canary_calls", 0))
     if hasattr(inner, "calls"):
         try:
-            inner.calls += stats.get("calls", 0)
+            inner.calls += stats.get("calls", 0) + canary_calls  # the guard subtracts its canary calls
         except AttributeError:  # a read-only proxy attribute: counted on the cache layer only
             pass
     client.misses = getattr(client, "misses", 0) + stats.get("calls", 0)
@@ -171,14 +179,19 @@ class _WorkerModel:
     model itself; every response obtained goes to the cache writer before the call returns."""
 
     def __init__(self, inner: Any, identity: str, ident: dict[str, Any], producer: dict[str, Any],
-                 writer: Any) -> None:
+                 writer: Any, worker_id: str = "") -> None:
         self.inner = inner
         self._identity = identity
         self._ident = ident
         self._producer = producer
         self._writer = writer
+        self._worker_id = worker_id
         self.shipped: dict[str, dict[str, Any]] = {}
         self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
+        #: the worker's own verifying guard (periodic canaries on this worker's calls), if the driver verified
+        self.guard = inner if type(inner).__name__ == "VerifiedEndpoint" else None
+        if self.guard is not None:
+            self.guard.listeners.append(self)
 
     @property
     def cache_identity(self) -> str:
@@ -200,12 +213,25 @@ class _WorkerModel:
             return ChatResult.from_dict(hit, cached=True)
         self.calls += 1
         res = await self.inner.chat(messages, params)
+        seq = getattr(self.guard, "completed_calls", None)  # read before any await: this call's number
         self.prompt_tokens += res.prompt_tokens
         self.completion_tokens += res.completion_tokens
-        if self._writer is not None:  # durable before the row can finish (a killed worker loses nothing paid for)
+        if self._writer is not None and not getattr(self.guard, "in_drift", False):
+            # durable before the row can finish (a killed worker loses nothing paid for); with periodic canaries
+            # the writer keeps it pending until this worker's next good canary, and drops it on drift
+            tag = (self._worker_id, seq) if seq is not None and self.guard.canary_every else None
             request = {"messages": messages, "params": params.to_dict(), "prompt_version": prompt_version}
-            await self._writer.put.remote(key, self._identity, request, res.to_dict(), self._producer)
+            await self._writer.put.remote(key, self._identity, request, res.to_dict(), self._producer, tag)
         return res
+
+    # listeners of the guard (as the response cache is locally): a good canary vouches for the calls before it
+    def verified(self, seq: int) -> None:
+        if self._writer is not None:
+            self._writer.verified.remote(self._worker_id, seq)
+
+    def drifted(self) -> None:
+        if self._writer is not None:
+            self._writer.drop_pending.remote(self._worker_id)
 
     def take_stats(self) -> dict[str, int]:
         s = {"calls": self.calls, "hits": self.hits, "prompt_tokens": self.prompt_tokens,
@@ -218,12 +244,19 @@ class _WorkerModel:
 
 
 def _unwrap_endpoint(m: Any) -> Any:
-    """The client under the cache layer and the verifying guard: workers make plain calls (the driver verified the
-    endpoint once at start; its verified identity is the cache identity the workers use)."""
+    """The client under the cache layer and the verifying guard. The driver verified the endpoint once at start
+    (its verified identity is the cache identity the workers use); a worker wraps the plain client in a guard of
+    its own built from the driver's (:meth:`VerifiedEndpoint.from_state`) for the periodic canaries."""
     inner = getattr(m, "inner", m)  # under CachedChatModel
     if type(inner).__name__ == "VerifiedEndpoint":
         inner = inner.inner
     return inner
+
+
+def _guard_of(m: Any) -> Any:
+    """The driver's verifying guard of a client (under the cache layer), or None."""
+    inner = getattr(m, "inner", m)
+    return inner if type(inner).__name__ == "VerifiedEndpoint" else None
 
 
 @dataclass
@@ -278,10 +311,20 @@ class _Worker:
 
         opened = open_models(self.s.step, cache=None, concurrency=self.s.concurrency, cache_only=False)
         models: dict[str, Any] = {}
+        worker_id = uuid.uuid4().hex[:12]
         for role, m in opened.items():
             info = self.s.roles.get(role)
-            models[role] = m if info is None else _WorkerModel(_unwrap_endpoint(m), info["identity"], info["ident"],
-                                                               info["producer"], self.writer)
+            if info is None:
+                models[role] = m
+                continue
+            client = _unwrap_endpoint(m)
+            if info.get("guard"):
+                from reflectkit.verify.guard import VerifiedEndpoint
+
+                client = VerifiedEndpoint.from_state(client, self.s.step.spec(role), info["guard"],
+                                                     setting_name=self.s.step.model_roles[role].flag_prefix(role))
+            models[role] = _WorkerModel(client, info["identity"], info["ident"], info["producer"], self.writer,
+                                        worker_id)
         return models
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -293,6 +336,11 @@ class _Worker:
         else:
             out = [r for chunk in items for r in self._batch(chunk)]
         stats = {role: m.take_stats() for role, m in self.models.items() if isinstance(m, _WorkerModel)}
+        rows = [o["index"] for o in out if "result" in o]
+        for role, m in self.models.items():
+            if isinstance(m, _WorkerModel) and m.guard is not None:
+                self._run(m.guard.settle())  # a canary in flight decides about this batch's rows
+                stats[role]["guard"] = m.guard.take_report(rows)
         counters = dict(self.ctx.counters)
         self.ctx.counters.clear()
         if out:
@@ -357,20 +405,40 @@ def _cache_writer_class(ray: Any) -> Any:
             self.lock = threading.Lock()
             self.puts = 0
             self.duplicates = 0
+            self.dropped = 0
+            #: worker -> [(its call number, key)] stored since that worker's last good canary
+            self.pending: dict[str, list[tuple[int, str]]] = {}
 
         def get(self, key: str) -> dict[str, Any] | None:
             return self.cache.get(key)
 
         def put(self, key: str, model: str, request: dict[str, Any], response: dict[str, Any],
-                producer: dict[str, Any] | None) -> None:
+                producer: dict[str, Any] | None, tag: tuple[str, int] | None = None) -> None:
             with self.lock:
                 if self.cache.get(key) is not None:
                     self.duplicates += 1
                 self.puts += 1
                 self.cache.put(key, model, request, response, producer)
+                if tag is not None:
+                    self.pending.setdefault(tag[0], []).append((tag[1], key))
+
+        def verified(self, worker: str, seq: int) -> None:
+            """A good canary of ``worker`` vouches for its calls up to number ``seq``."""
+            with self.lock:
+                self.pending[worker] = [(s, k) for s, k in self.pending.get(worker, []) if s > seq]
+
+        def drop_pending(self, worker: str | None = None) -> int:
+            """Drift: delete what ``worker`` (None: every worker) stored since its last good canary, so that no
+            answer of the model that replaced the verified one is ever replayed from the cache."""
+            with self.lock:
+                workers = [worker] if worker is not None else list(self.pending)
+                keys = [k for w in workers for _s, k in self.pending.pop(w, [])]
+                n = self.cache.delete(keys) if keys else 0
+                self.dropped += n
+                return n
 
         def stats(self) -> dict[str, int]:
-            return {"puts": self.puts, "duplicate_calls": self.duplicates}
+            return {"puts": self.puts, "duplicate_calls": self.duplicates, "dropped_after_drift": self.dropped}
 
     return _CacheWriter
 
@@ -408,17 +476,20 @@ class RayExecutor:
         self.window = max(1, window)
         self.max_task_retries = max_task_retries
         self.writer: Any = None
-        self._writer_stats: dict[str, int] = {"puts": 0, "duplicate_calls": 0}
+        self._writer_stats: dict[str, int] = {"puts": 0, "duplicate_calls": 0, "dropped_after_drift": 0}
         self.dispatched = 0
         self.resolved_on_driver = 0
         self.ray_start_s = 0.0
         #: per dataset dispatched: seconds from dispatch to the first result (actor pool start + one batch)
         self.first_result_s: list[float] = []
+        #: what :meth:`embed_missing` did (a dataset step's embeddings), for the manifest
+        self.embedding: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ray", "address": self.address or "local", "workers": self.workers,
                 "rows_dispatched": self.dispatched, "rows_resolved_on_driver": self.resolved_on_driver,
-                "first_result_s": [round(x, 3) for x in self.first_result_s], "cache_writer": self.writer_stats()}
+                "first_result_s": [round(x, 3) for x in self.first_result_s], "cache_writer": self.writer_stats(),
+                **({"embedding": dict(self.embedding)} if self.embedding else {})}
 
     def writer_stats(self) -> dict[str, int]:
         """Responses stored by the run's cache writer, and how many of them were paid for twice (must be 0)."""
@@ -459,8 +530,10 @@ class RayExecutor:
         step = run.step
         for role, m in _chat_clients(run.models).items():
             ident = stable_identity(dict(m.identity))
+            guard = _guard_of(m)
             roles[role] = {"identity": m.cache_identity, "ident": ident,
-                           "producer": producer_of(getattr(m, "inner", m))}
+                           "producer": producer_of(getattr(m, "inner", m)),
+                           "guard": guard.worker_state() if guard is not None else None}
         if n > 1:  # the run's rate limits are the cluster's: each actor gets its share
             shares = {}
             for role in roles:
@@ -518,8 +591,23 @@ class RayExecutor:
                     window = []
             if window:
                 dispatch()
+            await self._final_checks(clients)
         finally:
             self.shutdown()
+
+    async def _final_checks(self, clients: dict[str, Any]) -> None:
+        """One canary from the driver for the rows no worker canary vouched for yet (as the engine does after a
+        local run), while the cache writer still runs: on drift it drops what the workers stored unverified."""
+        for m in clients.values():
+            guard = _guard_of(m)
+            if guard is None:
+                continue
+            before = guard.drift
+            await guard.final_check()
+            if guard.drift is not None and before is None and self.writer is not None:
+                import ray
+
+                ray.get(self.writer.drop_pending.remote())
 
     async def _resolve(self, run: "Run", rec: Record, ctx: RunContext,
                        clients: dict[str, Any]) -> RowResult | dict[str, dict[str, Any]]:
@@ -564,6 +652,19 @@ class RayExecutor:
         if chunks:
             self._dispatch(ray, run, ctx, chunks, ship, n, cpus, gpus, commit, rows_per_call=1)
 
+    def embed_missing(self, texts: Iterable[str], *, cache_dir: Path | None, batch_size: int) -> int:
+        """Compute on the cluster, and store in the embedding cache on the driver, the sentence embeddings of
+        ``texts`` that the cache lacks (one embedder per actor); returns how many were computed."""
+        from reflectkit.engine.ray_embed import embed_on_ray
+
+        ray = self._start()
+        n, cpus, gpus = self._resources(ray, "batch", True)
+        st = embed_on_ray(ray, texts, cache_dir=cache_dir, batch_size=batch_size, workers=n, cpus=cpus, gpus=gpus,
+                          max_task_retries=self.max_task_retries)
+        for k, v in st.items():
+            self.embedding[k] = round(self.embedding.get(k, 0) + v, 3)
+        return int(st["embeddings_computed"])
+
     # ---------------------------------------------------------------- dispatch
     def _dispatch(self, ray: Any, run: "Run", ctx: RunContext, items: list[Any], ship: _Shipment, n: int,
                   cpus: float, gpus: float, commit: Commit, *, rows_per_call: int) -> None:
@@ -592,6 +693,9 @@ class RayExecutor:
                     for role, st in (r.get("stats") or {}).items():
                         if role in clients:
                             _credit_worker_stats(clients[role], st)
+                            guard = _guard_of(clients[role])
+                            if guard is not None and st.get("guard"):
+                                guard.merge_report(st["guard"])
                     for k, v in (r.get("counters") or {}).items():
                         ctx.count(k, v)
                     if "fatal" in r:
@@ -607,6 +711,12 @@ class RayExecutor:
             for idx, rec in by_index.items():
                 if idx not in done:
                     commit(rec, RowResult.failure(reason))
+        for m in clients.values():  # drift seen by a worker (--on-drift stop): the engine marks the rows, exit 3
+            guard = _guard_of(m)
+            if guard is not None and guard.stopped is not None:
+                if self.writer is not None:
+                    ray.get(self.writer.drop_pending.remote())
+                raise guard.stopped
         if fatal is not None:
             raise UserError(str(fatal["fatal"]), exit_code=int(fatal.get("exit_code", 2)))
 

@@ -371,7 +371,8 @@ class Run:
         ledger = self._open_ledger()
         ctx = RunContext(run_dir=self.run_dir, output=self.output, dataset=self.dataset, models=self.models,
                          concurrency=self.concurrency, progress=self.progress_enabled, cache_dir=self.cache_dir,
-                         restart=self.restart, _ledger=ledger)
+                         restart=self.restart, _ledger=ledger,
+                         embedder=self.executor if self._executor_embeds() else None)
         records = self.dataset.records
         self._restore_spend(ledger)
         self._row_endpoint_takers = [f for m in _clients(self.models)
@@ -385,6 +386,8 @@ class Run:
                 if self.step.kind == "dataset":  # decisions over every row that reaches this stage
                     stopped = self._gate_all(ledger)
                     await self.step.plan([r for r in records if r.index not in stopped], ctx)  # type: ignore[attr-defined]
+                    if ctx.embedder is not None:  # the plan ran on the driver, its embeddings on the executor
+                        self._executor_done(ledger)
                 with Progress(self.step.name, len(records), stats=self._stats, enabled=self.progress_enabled) as prog:
                     prog.resume(ledger.count_where((FAILED, SUSPECT)))
                     if prog.done < prog.total:
@@ -493,6 +496,12 @@ class Run:
         dataset step (``plan``'s decisions live on the driver)."""
         return (self.executor is not None and getattr(self.executor, "name", "local") != "local"
                 and not self.cache_only and self.step.kind != "dataset")
+
+    def _executor_embeds(self) -> bool:
+        """Can the executor compute a dataset step's embeddings (Ray), while its plan stays on the driver?"""
+        return (self.executor is not None and getattr(self.executor, "name", "local") != "local"
+                and not self.cache_only and self.step.kind == "dataset"
+                and callable(getattr(self.executor, "embed_missing", None)))
 
     def _commit(self, ledger: Ledger, prog: Progress) -> Callable[[Record, RowResult], None]:
         """The engine's commit of one finished row, for executors: the ledger (group commit), progress, failures."""

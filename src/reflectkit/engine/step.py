@@ -189,6 +189,8 @@ class RunContext:
     state: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    #: an executor that computes embeddings elsewhere (Ray: ``embed_missing``); None: in this process
+    embedder: Any = None
     _stores: dict[str, "KeyedStore"] = field(default_factory=dict, repr=False)
     _ledger: Any = field(default=None, repr=False)
 
@@ -215,6 +217,14 @@ class RunContext:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def prepare_embeddings(self, texts: Iterable[str], *, batch_size: int = 64) -> int:
+        """Compute ahead, on the run's executor, the sentence embeddings of ``texts`` that the embedding cache
+        lacks (Ray: one embedder per actor; the driver stores them). Locally this does nothing: ``embed.encode``
+        computes them as the step asks. Returns how many were computed."""
+        if self.embedder is None:
+            return 0
+        return int(self.embedder.embed_missing(texts, cache_dir=self.cache_dir, batch_size=batch_size))
 
     def store(self, table: str) -> "KeyedStore":
         """A keyed table in the run's own ledger (e.g. decontamination's judged pairs): resumable work that is

@@ -31,6 +31,7 @@ from reflectkit.data.record import Record
 from reflectkit.engine.step import ModelRole, RunContext, StepOptions, TaskStep, option
 from reflectkit.errors import UserError
 from reflectkit.evaluate.judge_parse import parse_sounder, parse_verdict
+from reflectkit.train.step import keep_training_manifest, training_manifest_section
 
 LOG_FIELDS = ("step", "epoch", "loss", "reward", "reward_std", "reward_format", "reward_verdict", "kl",
               "completion_length", "learning_rate", "grad_norm")
@@ -215,21 +216,13 @@ class JudgeTrainStep(TaskStep[JudgeTrainOptions]):
                      resume=not ctx.restart, progress=ctx.progress)
         if ctx.state.get("data_summary"):
             m["data_build"] = ctx.state["data_summary"]
-        ctx.state["manifest"] = m
-        ctx.add_file("model", out)
-        ctx.add_file("train_manifest", out / "manifest.json")
-        ctx.add_file("merged", Path(m["merged_dir"]))
-        if m.get("adapter_dir"):
-            ctx.add_file("adapter", Path(m["adapter_dir"]))
+        keep_training_manifest(ctx, m, out)
         return {"examples": len(mix), "steps": int(m["metrics"]["global_step"] or 0)}
 
     def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
-        m = ctx.state.get("manifest")
-        if not m:
-            return {}
-        return {"judge_train": {k: m.get(k) for k in ("method", "device", "merged_dir", "adapter_dir", "resumed_from",
-                                                       "metrics", "data", "reward", "already_finished") if k in m},
-                "model_dir": str(ctx.output)}
+        return training_manifest_section(ctx, "judge_train", ("method", "device", "merged_dir", "adapter_dir",
+                                                              "resumed_from", "metrics", "data", "reward",
+                                                              "already_finished"))
 
     def details(self, ctx: RunContext) -> dict[str, Any]:
         return dict(ctx.state.get("manifest") or {})

@@ -134,24 +134,14 @@ class TrainStep(TaskStep[TrainOptions]):
         m = run_training(loaded, out, cfg, base_dir=info.hf_dir, base_identity=info.identity,
                          resume=not ctx.restart, callbacks=TRAINER_CALLBACKS.get(),
                          device=self.options.device, progress=ctx.progress)
-        ctx.state["manifest"] = m
-        ctx.add_file("model", out)
-        ctx.add_file("train_manifest", out / "manifest.json")
-        if m.get("merged_dir"):
-            ctx.add_file("merged", Path(m["merged_dir"]))
-        if m.get("adapter_dir"):
-            ctx.add_file("adapter", Path(m["adapter_dir"]))
+        keep_training_manifest(ctx, m, out)
         data, met = m.get("data", {}), m.get("metrics", {})
         return {"conversations": int(data.get("conversations") or 0), "examples": int(data.get("examples") or 0),
                 "dual_mask_copies": int(data.get("dual_mask_copies") or 0), "steps": int(met.get("global_step") or 0)}
 
     def manifest_extra(self, ctx: RunContext) -> dict[str, Any]:
-        m = ctx.state.get("manifest")
-        if not m:
-            return {}
-        return {"train": {k: m.get(k) for k in ("method", "device", "precision", "merged_dir", "adapter_dir",
-                                                "resumed_from", "metrics", "already_finished") if k in m},
-                "model_dir": str(ctx.output)}
+        return training_manifest_section(ctx, "train", ("method", "device", "precision", "merged_dir", "adapter_dir",
+                                                        "resumed_from", "metrics", "already_finished"))
 
     def details(self, ctx: RunContext) -> dict[str, Any]:
         """The training manifest (``OUT/manifest.json``): ``summary.metrics``, ``summary.merged_dir``, ..."""
@@ -180,3 +170,22 @@ class TrainStep(TaskStep[TrainOptions]):
 
 
 __all__ = ["TrainOptions", "TrainStep", "TRAINER_CALLBACKS"]
+
+
+def keep_training_manifest(ctx: RunContext, m: dict[str, Any], out: Path) -> None:
+    """Both training steps (``train``, ``judge train``) keep the trainer's manifest for the run's manifest and
+    declare the same output files."""
+    ctx.state["manifest"] = m
+    ctx.add_file("model", out)
+    ctx.add_file("train_manifest", out / "manifest.json")
+    for name, key in (("merged", "merged_dir"), ("adapter", "adapter_dir")):
+        if m.get(key):
+            ctx.add_file(name, Path(m[key]))
+
+
+def training_manifest_section(ctx: RunContext, section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The run manifest's section for a training step: the named keys of the trainer's manifest."""
+    m = ctx.state.get("manifest")
+    if not m:
+        return {}
+    return {section: {k: m.get(k) for k in keys if k in m}, "model_dir": str(ctx.output)}

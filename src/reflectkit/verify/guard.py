@@ -156,6 +156,10 @@ class VerifiedEndpoint:
         self.listeners: list[Any] = []
         self._started = False
         self._canary_tasks: set[asyncio.Task[None]] = set()
+        #: on a worker: the counters already reported to the driver, and whether its drift was (take_report)
+        self._reported: dict[str, float] = {"canary_checks": 0, "canary_calls": 0, "passive_checks": 0,
+                                            "canary_seconds": 0.0}
+        self._drift_reported = False
 
     def __getattr__(self, name: str) -> Any:  # retries, probed, model, base_url, ...
         return getattr(self.inner, name)
@@ -366,12 +370,16 @@ class VerifiedEndpoint:
             for listener in self.listeners:
                 listener.verified(since)
 
+    async def settle(self) -> None:
+        """Wait for the canaries in flight (a worker reports its batch only once they have spoken)."""
+        if self._canary_tasks:
+            await asyncio.gather(*list(self._canary_tasks), return_exceptions=True)
+
     async def final_check(self) -> None:
         """One more canary after the last row, so the rows answered since the last periodic canary are verified
         too (the engine may call it before it collects ``suspects()``). Never raises: drift found here marks the
         rows, and the engine's exit code says so."""
-        if self._canary_tasks:
-            await asyncio.gather(*list(self._canary_tasks), return_exceptions=True)
+        await self.settle()
         if not self._started or not self.canary_every or self._stopped is not None or not self._unverified:
             return
         stop, self.on_drift = self.on_drift, "mark"
@@ -405,6 +413,70 @@ class VerifiedEndpoint:
                 f"endpoint drift detected at call {n} ({self.setting_name}base-url {host_of(self.inner.base_url)}, "
                 f"model {getattr(self.inner, 'model', '?')!r}): {problem}; rows answered since the last good check "
                 f"(call {self._last_good_call}) are marked suspect", call_index=n)
+
+    # ------------------------------------------------------------------ workers of another executor (Ray)
+    def worker_state(self) -> dict[str, Any] | None:
+        """What a worker needs to check the same endpoint as this verified guard, without start canaries of its
+        own: the learned canaries, the tokenizer signature, the identity, the settings (None before ``probe``)."""
+        if not self._started:
+            return None
+        return {"canaries": self._canaries, "tokenizer": self._tokenizer, "id_hash": self.id_hash,
+                "cache_identity": self.cache_identity, "models_seen": sorted(self._models_seen),
+                "offset": self._offset, "canary_every": self.canary_every, "on_drift": self.on_drift,
+                "claims": self.claims if self._counter is not None else None, "options": self.options}
+
+    @classmethod
+    def from_state(cls, inner: Any, spec: Any, state: dict[str, Any], *,
+                   setting_name: str = "--oracle-") -> "VerifiedEndpoint":
+        """A worker's guard: verified by the driver (``worker_state``), it sends the periodic canaries of this
+        worker's calls and runs the passive checks."""
+        g = cls(inner, spec, setting_name=setting_name, options=state["options"])
+        g._canaries, g._tokenizer, g.id_hash = state["canaries"], dict(state["tokenizer"]), state["id_hash"]
+        g.cache_identity, g._models_seen = state["cache_identity"], set(state["models_seen"])
+        g.canary_every, g.on_drift, g._offset = int(state["canary_every"]), state["on_drift"], state["offset"]
+        if state.get("claims"):
+            from reflectkit.verify.reference import resolve_reference
+
+            g._counter = resolve_reference(state["claims"], f"{setting_name}claims", load_model=False).counter
+        g._started = True
+        return g
+
+    def take_report(self, rows: list[int]) -> dict[str, Any]:
+        """For the driver, after a worker's batch: counters since the last report, ``rows`` of the batch no good
+        canary has vouched for yet, every suspect row and reason, and the drift if it is new."""
+        counters: dict[str, Any] = {}
+        for k, before in self._reported.items():
+            now = getattr(self, k)
+            counters[k] = now - before
+            self._reported[k] = now
+        new_drift = self.drift if self.drift is not None and not self._drift_reported else None
+        if new_drift is not None:
+            self._drift_reported = True
+        return {"counters": counters, "unverified": [r for r in rows if r in self._unverified],
+                "suspects": dict(self._suspects), "drift": new_drift}
+
+    def merge_report(self, report: dict[str, Any]) -> None:
+        """The driver's side of :meth:`take_report`: count the worker's checks, keep its unverified rows waiting
+        for a good check (the final one at the latest), take its suspects, and act on its drift as on our own
+        (``--on-drift stop``: :attr:`stopped` is set; the engine marks the rows and exits 3)."""
+        c = report["counters"]
+        for k in ("canary_checks", "canary_calls", "passive_checks"):
+            setattr(self, k, getattr(self, k) + int(c.get(k, 0)))
+        self.canary_seconds += float(c.get("canary_seconds", 0.0))
+        for row in report["unverified"]:
+            if row not in self._suspects:
+                self._unverified[row] = (self._done, 0)
+        self._suspects.update(report["suspects"])
+        d = report.get("drift")
+        if d is not None:
+            if self.drift is None:
+                self._last_good_call = int(d.get("last_good_call", self._last_good_call))
+            self._on_drift(int(d["call"]), f"(on a worker) {d['reason']}")
+
+    @property
+    def stopped(self) -> EndpointDrift | None:
+        """The drift that stops the run (``--on-drift stop``), once found; None until then."""
+        return self._stopped
 
     async def aclose(self) -> None:
         for task in list(self._canary_tasks):
