@@ -10,6 +10,7 @@ answers one request at a time here, so a kill could not be timed), with verifica
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -241,3 +242,64 @@ def test_a_worker_that_keeps_dying_fails_its_rows_with_a_reason_and_a_rerun_fini
         again = _run(RayExecutor(workers=1), tmp_path / "ray.jsonl", tmp_path, "ray", **kw)
     assert again.failed == 0 and again.counts == local.counts
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+def test_max_cost_on_ray_stops_within_the_budget_counts_every_paid_call_and_resumes(ray_cluster: Any,
+                                                                                    tmp_path: Path) -> None:
+    """--max-cost on Ray: each dispatch's actors share what is left of the budget, so together they cannot cross
+    it; every call a worker paid for is credited to the driver's spend (checked against the server's own count:
+    the loopback server reports the same usage for every call); the re-run with a higher budget finishes with the
+    bytes of an uninterrupted run."""
+    rows, price = 16, 1000.0  # USD per million tokens: 130 tokens per call -> $0.13
+
+    def spec(url: str, max_cost: float | None) -> ModelSpec:
+        return _loopback_spec(url).model_copy(update={"price_in": price, "price_out": price, "max_cost": max_cost})
+
+    with ServerThread(lat_min=0.01, lat_max=0.02) as srv:
+        kw = dict(limit=rows, phase="response", concurrency=4, max_tokens=64)
+        ref = _run("local", tmp_path / "ref.jsonl", tmp_path, "ref", models={"oracle": spec(srv.base_url, None)}, **kw)
+        full = ref.manifest["spend"]["estimated_total"]
+        per_call = full / srv.stats.served
+        limit = full * 0.6
+        before = srv.stats.served
+        with pytest.raises(UserError) as err:
+            _run(RayExecutor(workers=2), tmp_path / "ray.jsonl", tmp_path, "ray",
+                 models={"oracle": spec(srv.base_url, limit)}, **kw)
+        paid = srv.stats.served - before
+        assert err.value.exit_code == 1 and "higher --max-cost to continue" in str(err.value)
+        m1 = json.loads((tmp_path / "runs" / "ray" / "manifest.json").read_text())
+        assert m1["status"] == "stopped: --max-cost reached"
+        spent1 = m1["spend"]["estimated_total"]
+        assert 0 < sum(m1["counts"].values()) < rows and spent1 <= limit
+        assert spent1 == pytest.approx(paid * per_call)  # no paid call left uncounted
+        assert not (tmp_path / "ray.jsonl").exists()
+
+        again = _run(RayExecutor(workers=2), tmp_path / "ray.jsonl", tmp_path, "ray",
+                     models={"oracle": spec(srv.base_url, full * 3)}, **kw)
+    assert sum(again.counts.values()) == rows and again.failed == 0
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    assert again.manifest["spend"]["estimated_total"] > spent1
+
+
+def test_a_fleet_on_ray_records_who_answered_each_row_and_the_endpoint_stats(ray_cluster: Any,
+                                                                            tmp_path: Path) -> None:
+    """Two endpoints behind one spec: the workers spread the rows over both, every row's endpoint reaches the
+    driver's ledger, and the manifest's endpoint stats count the workers' calls (not only the driver's canaries)."""
+    rows = 12
+    with ServerThread(lat_min=0.02, lat_max=0.04) as a, ServerThread(lat_min=0.02, lat_max=0.04) as b:
+        spec = _loopback_spec(a.base_url).model_copy(update={"base_urls": (a.base_url, b.base_url)})
+        kw = dict(models={"oracle": spec}, limit=rows, phase="response", concurrency=4)
+        local = _run("local", tmp_path / "local.jsonl", tmp_path, "local", **kw)
+        s = _run(RayExecutor(workers=2), tmp_path / "ray.jsonl", tmp_path, "ray", **kw)
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    con = sqlite3.connect(tmp_path / "runs" / "ray" / "ledger.sqlite")
+    answered = {i: json.loads(e) for i, e in con.execute("SELECT idx, endpoints FROM row_endpoints")}
+    con.close()
+    assert set(answered) == set(range(rows))
+    urls = {u for eps in answered.values() for u in eps}
+    assert urls <= {a.base_url, b.base_url} and len(urls) == 2  # both endpoints answered rows
+    ep = s.manifest["endpoints"]
+    assert sum(ep["rows_answered"].values()) >= rows
+    assert set(ep["rows_answered"]) == set(local.manifest["endpoints"]["rows_answered"])
+    start = _canary_calls(s)  # the driver's start canaries, on its own fleet
+    assert sum(e["answered"] for e in ep["stats"]) == start + rows

@@ -28,6 +28,9 @@ What runs where:
   calls. A batch returns with its worker's report (checks, rows not vouched for yet, suspects, a new drift), which
   the driver merges into its guard; the cache writer keeps what each worker stored since its last good canary
   pending and drops it on drift. Rows still unverified at the end get one final canary from the driver.
+* **Budgets.** With ``--max-cost`` every actor of a dispatch gets an equal share of what is left of the budget
+  (together they cannot cross it) and reports the tokens it paid for; an actor out of its share fails its next
+  rows with :class:`BudgetExhausted`, the driver drains the others and stops the run as locally (exit 1).
 * **Failures.** Ray restarts a killed actor and retries its batch (``max_task_retries``); the retry finds the
   responses already paid for in the cache. A batch that still fails (the actor keeps crashing, out of memory) is
   recorded row by row as ``failed`` with Ray's reason, never lost; re-running retries it.
@@ -51,12 +54,13 @@ from reflectkit.data.record import Record
 from reflectkit.engine.step import RowResult, RunContext, Step
 from reflectkit.errors import UserError
 from reflectkit.llm.base import ChatResult, FatalModelError, Message, RequestFailed, SamplingParams, current_row, stable_identity
+from reflectkit.llm.pricing import BudgetExhausted
 from reflectkit.llm.secrets import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from reflectkit.engine.run import Run
 
-Commit = Callable[[Record, RowResult], None]
+Commit = Callable[..., None]  # commit(record, result, endpoints=None): the engine's, see Run._commit
 
 #: Ray's object store when this process starts a local cluster (MiB): small, results are small
 DEFAULT_OBJECT_STORE_MB = 256
@@ -164,6 +168,10 @@ def _credit_worker_stats(client: Any, stats: dict[str, int]) -> None:
             inner.calls += stats.get("calls", 0) + canary_calls  # the guard subtracts its canary calls
         except AttributeError:  # a read-only proxy attribute: counted on the cache layer only
             pass
+    budget = getattr(_unwrap_endpoint(client), "budget", None)
+    if budget is not None and stats.get("paid_tokens"):
+        budget.prompt_tokens += int(stats["paid_tokens"][0])
+        budget.completion_tokens += int(stats["paid_tokens"][1])
     client.misses = getattr(client, "misses", 0) + stats.get("calls", 0)
     client.hits = getattr(client, "hits", 0) + stats.get("hits", 0)
     client.prompt_tokens = getattr(client, "prompt_tokens", 0) + stats.get("prompt_tokens", 0)
@@ -188,6 +196,7 @@ class _WorkerModel:
         self._worker_id = worker_id
         self.shipped: dict[str, dict[str, Any]] = {}
         self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
+        self._paid = (0, 0)  # the client's budget tokens already reported
         #: the worker's own verifying guard (periodic canaries on this worker's calls), if the driver verified
         self.guard = inner if type(inner).__name__ == "VerifiedEndpoint" else None
         if self.guard is not None:
@@ -233,10 +242,18 @@ class _WorkerModel:
         if self._writer is not None:
             self._writer.drop_pending.remote(self._worker_id)
 
-    def take_stats(self) -> dict[str, int]:
-        s = {"calls": self.calls, "hits": self.hits, "prompt_tokens": self.prompt_tokens,
-             "completion_tokens": self.completion_tokens}
+    def take_stats(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"calls": self.calls, "hits": self.hits, "prompt_tokens": self.prompt_tokens,
+                             "completion_tokens": self.completion_tokens}
         self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
+        ep_stats = getattr(self.inner, "endpoint_stats", None)  # a fleet: this actor's view of its endpoints
+        if callable(ep_stats):
+            s["endpoints"] = {"worker": self._worker_id, "stats": ep_stats()}
+        budget = getattr(self.inner, "budget", None)  # the tokens paid for, canaries included (for --max-cost)
+        if budget is not None:
+            paid = (budget.prompt_tokens, budget.completion_tokens)
+            s["paid_tokens"] = (paid[0] - self._paid[0], paid[1] - self._paid[1])
+            self._paid = paid
         return s
 
     async def aclose(self) -> None:
@@ -361,14 +378,19 @@ class _Worker:
                     res = await self.s.step.process(rec, self.ctx)  # type: ignore[attr-defined]
                 except (FatalModelError, UserError) as exc:  # the run stops, as locally
                     return {"index": rec.index, "fatal": redact(str(exc)),
-                            "exit_code": getattr(exc, "exit_code", 2)}
+                            "exit_code": getattr(exc, "exit_code", 2), "budget": isinstance(exc, BudgetExhausted)}
                 except RequestFailed as exc:
                     res = RowResult.failure(redact(str(exc)))
                 except Exception as exc:  # a bad row must not kill the run; it is recorded with its reason
                     res = RowResult.failure(redact(f"{type(exc).__name__}: {exc}"))
                 finally:
                     current_row.reset(token)
-                return {"index": rec.index, "result": res.to_json()}
+                out: dict[str, Any] = {"index": rec.index, "result": res.to_json()}
+                eps = [e for m in self.models.values() if isinstance(m, _WorkerModel)
+                       and callable(take := getattr(m.inner, "take_row_endpoints", None)) for e in take(rec.index)]
+                if eps:  # a fleet: who answered this row (the driver stores it with the row)
+                    out["endpoints"] = eps
+                return out
 
         out = await asyncio.gather(*(one(rec) for rec, _ in items))
         for m in self.models.values():
@@ -484,6 +506,8 @@ class RayExecutor:
         self.first_result_s: list[float] = []
         #: what :meth:`embed_missing` did (a dataset step's embeddings), for the manifest
         self.embedding: dict[str, Any] = {}
+        #: (actor, endpoint url) -> the actor's last reported stats of a fleet's endpoint
+        self._endpoint_seen: dict[tuple[str, str], dict[str, Any]] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ray", "address": self.address or "local", "workers": self.workers,
@@ -506,13 +530,6 @@ class RayExecutor:
         self.ray_start_s = time.monotonic() - t0
         return ray
 
-    def _check(self, run: "Run") -> None:
-        for role in run.step.active_roles():
-            spec = run.step.spec(role)
-            if getattr(spec, "max_cost", None) is not None:
-                raise UserError("--max-cost is not supported with --executor ray yet (the spend is counted per "
-                                "process); run it with --executor local")
-
     def _resources(self, ray: Any, kind: str, local_model: bool) -> tuple[int, float, float]:
         res = ray.cluster_resources()
         cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
@@ -534,15 +551,24 @@ class RayExecutor:
             roles[role] = {"identity": m.cache_identity, "ident": ident,
                            "producer": producer_of(getattr(m, "inner", m)),
                            "guard": guard.worker_state() if guard is not None else None}
-        if n > 1:  # the run's rate limits are the cluster's: each actor gets its share
-            shares = {}
-            for role in roles:
-                spec = step.spec(role)
-                upd = {k: getattr(spec, k) / n for k in ("rpm", "tpm") if getattr(spec, k, None)}
-                if upd:
-                    shares[role] = spec.model_copy(update=upd)
-            if shares:
-                step = type(step)(step.options, models={**step.models, **shares})
+        # the run's rate limits and budget are the cluster's: each actor gets its share. The budget's share is of
+        # what is left now (this dispatch's actors start from it), so the actors together never spend more than
+        # --max-cost; the spend they report comes back to the driver's budget with their results.
+        shares = {}
+        for role, m in _chat_clients(run.models).items():
+            spec = step.spec(role)
+            upd: dict[str, Any] = {k: getattr(spec, k) / n for k in ("rpm", "tpm") if n > 1 and getattr(spec, k, None)}
+            budget = getattr(_unwrap_endpoint(m), "budget", None)
+            if getattr(spec, "max_cost", None) is not None and budget is not None:
+                left = spec.max_cost - budget.spent()
+                if left <= 0:
+                    raise BudgetExhausted(f"the estimated spend ${budget.spent():.4f} has reached --max-cost "
+                                          f"${spec.max_cost:g}")
+                upd["max_cost"] = left / n
+            if upd:
+                shares[role] = spec.model_copy(update=upd)
+        if shares:
+            step = type(step)(step.options, models={**step.models, **shares})
         threads = getattr(step.options, "threads", None) if step.kind != "row" else None
         env = {k: v for k, v in os.environ.items()
                if k.startswith(("REFLECTKIT_", "HF_", "TRANSFORMERS_")) and "KEY" not in k and "TOKEN" not in k}
@@ -564,16 +590,15 @@ class RayExecutor:
 
     # ---------------------------------------------------------------- row steps
     async def run_rows(self, run: "Run", pending: Iterator[Record], ctx: RunContext, commit: Commit) -> None:
-        self._check(run)
         ray = self._start()
         clients = _chat_clients(run.models)
         local_model = any(getattr(run.step.spec(r), "kind", "") in ("embedded", "gguf", "hf")
                           for r in run.step.active_roles())
         n, cpus, gpus = self._resources(ray, "row", local_model)
-        ship = self._shipment(run, ctx, n)
         window: list[tuple[Record, dict[str, dict[str, Any]]]] = []
 
         def dispatch() -> None:
+            ship = self._shipment(run, ctx, n)  # per window: the budget's shares are of what is left
             if self.writer is None and clients and run.use_cache:  # only once a row has to travel
                 self.writer = self._writer(ray, ship.cache_dir or Path("."))
             self._dispatch(ray, run, ctx, window, ship, n, cpus, gpus, commit, rows_per_call=2 * ship.concurrency)
@@ -652,6 +677,28 @@ class RayExecutor:
         if chunks:
             self._dispatch(ray, run, ctx, chunks, ship, n, cpus, gpus, commit, rows_per_call=1)
 
+    def _fold_endpoint_stats(self, client: Any, report: dict[str, Any]) -> None:
+        """A fleet on the workers: add what each actor's endpoints did since its last report to the driver's
+        fleet (answered, errors, 429 pauses, concurrency cuts; health as the actor last saw it), so the manifest's
+        endpoint stats cover the whole cluster."""
+        fleet = getattr(_unwrap_endpoint(client), "fleet", None)
+        if fleet is None:
+            return
+        by_url = {e.url: e for e in fleet.endpoints}
+        for now in report["stats"]:
+            ep = by_url.get(now["url"])
+            if ep is None:
+                continue
+            key = (report["worker"], now["url"])
+            was = self._endpoint_seen.get(key, {})
+            ep.answered += now["answered"] - was.get("answered", 0)
+            ep.errors += now["errors"] - was.get("errors", 0)
+            ep.limiter.pauses += now["pauses_429"] - was.get("pauses_429", 0)
+            if ep.limit is not None:
+                ep.limit.cuts += now["concurrency_cuts"] - was.get("concurrency_cuts", 0)
+            ep.healthy = bool(now["healthy"])
+            self._endpoint_seen[key] = now
+
     def embed_missing(self, texts: Iterable[str], *, cache_dir: Path | None, batch_size: int) -> int:
         """Compute on the cluster, and store in the embedding cache on the driver, the sentence embeddings of
         ``texts`` that the cache lacks (one embedder per actor); returns how many were computed."""
@@ -682,6 +729,7 @@ class RayExecutor:
                              zero_copy_batch=True, max_restarts=-1, max_task_retries=self.max_task_retries)
         done: set[int] = set()
         fatal: dict[str, Any] | None = None
+        budget_stop: dict[str, Any] | None = None
         clients = _chat_clients(run.models)
         t0 = time.monotonic()
         try:
@@ -693,16 +741,21 @@ class RayExecutor:
                     for role, st in (r.get("stats") or {}).items():
                         if role in clients:
                             _credit_worker_stats(clients[role], st)
+                            if st.get("endpoints"):
+                                self._fold_endpoint_stats(clients[role], st["endpoints"])
                             guard = _guard_of(clients[role])
                             if guard is not None and st.get("guard"):
                                 guard.merge_report(st["guard"])
                     for k, v in (r.get("counters") or {}).items():
                         ctx.count(k, v)
                     if "fatal" in r:
-                        fatal = fatal or r
+                        if r.get("budget"):  # an actor spent its share: drain (the others stop at theirs)
+                            budget_stop = budget_stop or r
+                        else:
+                            fatal = fatal or r
                         continue
                     rec = by_index[r["index"]]
-                    commit(rec, RowResult.from_json(r["result"]))
+                    commit(rec, RowResult.from_json(r["result"]), r.get("endpoints"))
                     done.add(rec.index)
                 if fatal is not None:
                     break
@@ -719,6 +772,8 @@ class RayExecutor:
                 raise guard.stopped
         if fatal is not None:
             raise UserError(str(fatal["fatal"]), exit_code=int(fatal.get("exit_code", 2)))
+        if budget_stop is not None:  # every paid response is credited; the rows not done are pending for a re-run
+            raise BudgetExhausted(str(budget_stop["fatal"]))
 
     def shutdown(self) -> None:
         """Stop the cache writer (its counts are kept for :meth:`writer_stats` and the manifest)."""

@@ -503,12 +503,17 @@ class Run:
                 and not self.cache_only and self.step.kind == "dataset"
                 and callable(getattr(self.executor, "embed_missing", None)))
 
-    def _commit(self, ledger: Ledger, prog: Progress) -> Callable[[Record, RowResult], None]:
-        """The engine's commit of one finished row, for executors: the ledger (group commit), progress, failures."""
-        def commit(rec: Record, res: RowResult) -> None:
+    def _commit(self, ledger: Ledger, prog: Progress) -> Callable[..., None]:
+        """The engine's commit of one finished row, for executors: the ledger (group commit), progress, failures;
+        ``endpoints``: the fleet endpoints that answered the row, as a worker recorded them."""
+        budgets = bool(self._budgets())
+
+        def commit(rec: Record, res: RowResult, endpoints: list[str] | None = None) -> None:
             if res.status == FAILED:
                 self._failed_live += 1
-            ledger.add(rec.index, rec.id, res.status, res.to_json())
+            if budgets:  # the spend so far, in the same transaction as the rows it paid for (as locally)
+                self._save_spend(ledger, with_next_group=True)
+            ledger.add(rec.index, rec.id, res.status, res.to_json(), endpoints or None)
             prog.advance()
 
         return commit
