@@ -97,15 +97,16 @@ def run_case(step: str, executor: Any, out: Path, work: Path, name: str, **kw: A
     return time.perf_counter() - t0, s
 
 
-def local_vs_ray(step: str, work: Path, tag: str, rows: int, title: str,
+def local_vs_ray(step: str, work: Path, tag: str, title: str,
                  detail: Callable[[Any], tuple[dict[str, Any], str]], **kw: Any) -> dict[str, Any]:
     """``step`` on the local executor, then on Ray with 1 and 2 workers: wall, rows/s, ratio, identical output;
     ``detail(executor)`` adds the case's own figures (a dict for the JSON, a phrase for the line)."""
     from reflectkit.engine.ray_executor import RayExecutor
 
-    wall, _ = run_case(step, "local", work / f"{tag}-local.jsonl", work, f"{tag}-local", **kw)
-    out: dict[str, Any] = {"local": {"wall_s": wall, "rows_s": rows / wall}}
-    print(f"\n{title}")
+    wall, s = run_case(step, "local", work / f"{tag}-local.jsonl", work, f"{tag}-local", **kw)
+    rows = s.rows_in  # what --limit left (a limit beyond the file's rows: the file's rows)
+    out: dict[str, Any] = {"local": {"wall_s": wall, "rows_s": rows / wall}, "rows": rows}
+    print(f"\n{title.format(rows=rows)}")
     print(f"  local      {wall:7.2f} s  {rows / wall:7.2f} rows/s  1.00x")
     for n in (1, 2):
         ex = RayExecutor(workers=n)
@@ -181,8 +182,8 @@ def main() -> None:
             # ---------------------------------------------------------------- compute-bound
             if not a.skip_score:
                 results["score"] = local_vs_ray(
-                    "score", work, "sc", a.score_rows,
-                    f"Compute-bound: score, {a.score_rows} rows, batch 4, {a.device}, 1 torch thread per process "
+                    "score", work, "sc",
+                    f"Compute-bound: score, {{rows}} rows, batch 4, {a.device}, 1 torch thread per process "
                     "(model load included)",
                     lambda ex: ({"first_result_s": sum(ex.first_result_s)},
                                 f"first result after {sum(ex.first_result_s):.1f} s (actor start + student load + "
@@ -191,8 +192,8 @@ def main() -> None:
             # ---------------------------------------------------------------- embedding-bound
             if a.embed_rows:
                 results["embed"] = local_vs_ray(
-                    "decontaminate", work, "em", a.embed_rows,
-                    f"Embedding-bound: decontaminate --embedding against vicuna, {a.embed_rows} rows (embedder "
+                    "decontaminate", work, "em",
+                    "Embedding-bound: decontaminate --embedding against vicuna, {rows} rows (embedder "
                     "load included)",
                     lambda ex: ({"embeddings_on_ray": ex.embedding.get("embeddings_computed", 0),
                                  "embed_s": ex.embedding.get("embed_s", 0.0)},
