@@ -64,6 +64,7 @@ def test_swap_on_ray_stops_marks_drops_and_resumes_with_the_verified_model(ray_c
     assert m["status"] == "stopped: endpoint drift" and "(on a worker)" in ver["drift"]["reason"]
     assert ver["canary_checks"] >= 1  # periodic canaries ran on the workers and were counted on the driver
     assert m["counts"].get("suspect", 0) >= 1 and ver["suspect_rows"] == m["counts"]["suspect"]
+    assert ver["first_suspect_call"] is not None and ver["first_suspect_call"] > 0  # the worker's call number
     assert not (tmp_path / "ray" / "out.jsonl").exists()
     assert m["executor"]["kind"] == "ray"
 

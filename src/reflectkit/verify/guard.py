@@ -394,8 +394,8 @@ class VerifiedEndpoint:
         reason = self.drift["reason"] if self.drift else "endpoint drift"
         self._suspects.setdefault(row, f"suspect: answered after the last good endpoint check (call "
                                        f"{self._last_good_call}); {reason}")
-        if self._first_suspect_call is None or call < self._first_suspect_call:
-            self._first_suspect_call = call
+        if call > 0 and (self._first_suspect_call is None or call < self._first_suspect_call):
+            self._first_suspect_call = call  # 0: a row a worker answered (its call numbers are the worker's)
 
     def _on_drift(self, n: int, problem: str) -> None:
         first = self.drift is None
@@ -453,7 +453,7 @@ class VerifiedEndpoint:
         if new_drift is not None:
             self._drift_reported = True
         return {"counters": counters, "unverified": [r for r in rows if r in self._unverified],
-                "suspects": dict(self._suspects), "drift": new_drift}
+                "suspects": dict(self._suspects), "drift": new_drift, "first_suspect_call": self._first_suspect_call}
 
     def merge_report(self, report: dict[str, Any]) -> None:
         """The driver's side of :meth:`take_report`: count the worker's checks, keep its unverified rows waiting
@@ -471,6 +471,8 @@ class VerifiedEndpoint:
         if d is not None:
             if self.drift is None:
                 self._last_good_call = int(d.get("last_good_call", self._last_good_call))
+                if report.get("first_suspect_call"):
+                    self._first_suspect_call = int(report["first_suspect_call"])
             self._on_drift(int(d["call"]), f"(on a worker) {d['reason']}")
 
     @property
