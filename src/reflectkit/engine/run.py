@@ -491,16 +491,20 @@ class Run:
         return eps or None
 
     # ------------------------------------------------------------------ executors (engine.executors)
-    def _on_executor(self) -> bool:
-        """Do rows run on another executor? Not for the local one, a cache-only replay (it calls nothing) or a
-        dataset step (``plan``'s decisions live on the driver)."""
+    def _remote_executor(self) -> bool:
+        """Is there an executor other than the local one, with work for it? Not for a cache-only replay (it calls
+        nothing)."""
         return (self.executor is not None and getattr(self.executor, "name", "local") != "local"
-                and not self.cache_only and self.step.kind != "dataset")
+                and not self.cache_only)
+
+    def _on_executor(self) -> bool:
+        """Do rows run on another executor? Not on the local one, in a cache-only replay or for a dataset step
+        (``plan``'s decisions live on the driver)."""
+        return self._remote_executor() and self.step.kind != "dataset"
 
     def _executor_embeds(self) -> bool:
         """Can the executor compute a dataset step's embeddings (Ray), while its plan stays on the driver?"""
-        return (self.executor is not None and getattr(self.executor, "name", "local") != "local"
-                and not self.cache_only and self.step.kind == "dataset"
+        return (self._remote_executor() and self.step.kind == "dataset"
                 and callable(getattr(self.executor, "embed_missing", None)))
 
     def _commit(self, ledger: Ledger, prog: Progress) -> Callable[..., None]:
