@@ -198,7 +198,7 @@ class _WorkerModel:
         self.calls = self.hits = self.prompt_tokens = self.completion_tokens = 0
         self._paid = (0, 0)  # the client's budget tokens already reported
         #: the worker's own verifying guard (periodic canaries on this worker's calls), if the driver verified
-        self.guard = inner if type(inner).__name__ == "VerifiedEndpoint" else None
+        self.guard = inner if _is_guard(inner) else None
         if self.guard is not None:
             self.guard.listeners.append(self)
 
@@ -264,16 +264,19 @@ def _unwrap_endpoint(m: Any) -> Any:
     """The client under the cache layer and the verifying guard. The driver verified the endpoint once at start
     (its verified identity is the cache identity the workers use); a worker wraps the plain client in a guard of
     its own built from the driver's (:meth:`VerifiedEndpoint.from_state`) for the periodic canaries."""
-    inner = getattr(m, "inner", m)  # under CachedChatModel
-    if type(inner).__name__ == "VerifiedEndpoint":
-        inner = inner.inner
-    return inner
+    guard = _guard_of(m)
+    return guard.inner if guard is not None else getattr(m, "inner", m)
+
+
+def _is_guard(x: Any) -> bool:
+    """Is ``x`` a verifying guard (by name: importing verify.guard here would load it for every Ray run)?"""
+    return type(x).__name__ == "VerifiedEndpoint"
 
 
 def _guard_of(m: Any) -> Any:
-    """The driver's verifying guard of a client (under the cache layer), or None."""
+    """The verifying guard of a client (under the cache layer), or None."""
     inner = getattr(m, "inner", m)
-    return inner if type(inner).__name__ == "VerifiedEndpoint" else None
+    return inner if _is_guard(inner) else None
 
 
 @dataclass
@@ -545,17 +548,16 @@ class RayExecutor:
 
         roles: dict[str, dict[str, Any]] = {}
         step = run.step
+        shares = {}
         for role, m in _chat_clients(run.models).items():
             ident = stable_identity(dict(m.identity))
             guard = _guard_of(m)
             roles[role] = {"identity": m.cache_identity, "ident": ident,
                            "producer": producer_of(getattr(m, "inner", m)),
                            "guard": guard.worker_state() if guard is not None else None}
-        # the run's rate limits and budget are the cluster's: each actor gets its share. The budget's share is of
-        # what is left now (this dispatch's actors start from it), so the actors together never spend more than
-        # --max-cost; the spend they report comes back to the driver's budget with their results.
-        shares = {}
-        for role, m in _chat_clients(run.models).items():
+            # the run's rate limits and budget are the cluster's: each actor gets its share. The budget's share
+            # is of what is left now (this dispatch's actors start from it), so the actors together never spend
+            # more than --max-cost; the spend they report comes back to the driver's budget with their results.
             spec = step.spec(role)
             upd: dict[str, Any] = {k: getattr(spec, k) / n for k in ("rpm", "tpm") if n > 1 and getattr(spec, k, None)}
             budget = getattr(_unwrap_endpoint(m), "budget", None)

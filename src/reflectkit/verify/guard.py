@@ -160,6 +160,7 @@ class VerifiedEndpoint:
         self._reported: dict[str, float] = {"canary_checks": 0, "canary_calls": 0, "passive_checks": 0,
                                             "canary_seconds": 0.0}
         self._drift_reported = False
+        self._suspects_reported: set[int] = set()
 
     def __getattr__(self, name: str) -> Any:  # retries, probed, model, base_url, ...
         return getattr(self.inner, name)
@@ -443,7 +444,7 @@ class VerifiedEndpoint:
 
     def take_report(self, rows: list[int]) -> dict[str, Any]:
         """For the driver, after a worker's batch: counters since the last report, ``rows`` of the batch no good
-        canary has vouched for yet, every suspect row and reason, and the drift if it is new."""
+        canary has vouched for yet, the suspect rows (and reasons) not reported before, and the drift if it is new."""
         counters: dict[str, Any] = {}
         for k, before in self._reported.items():
             now = getattr(self, k)
@@ -452,17 +453,17 @@ class VerifiedEndpoint:
         new_drift = self.drift if self.drift is not None and not self._drift_reported else None
         if new_drift is not None:
             self._drift_reported = True
+        suspects = {r: why for r, why in self._suspects.items() if r not in self._suspects_reported}
+        self._suspects_reported.update(suspects)
         return {"counters": counters, "unverified": [r for r in rows if r in self._unverified],
-                "suspects": dict(self._suspects), "drift": new_drift, "first_suspect_call": self._first_suspect_call}
+                "suspects": suspects, "drift": new_drift, "first_suspect_call": self._first_suspect_call}
 
     def merge_report(self, report: dict[str, Any]) -> None:
         """The driver's side of :meth:`take_report`: count the worker's checks, keep its unverified rows waiting
         for a good check (the final one at the latest), take its suspects, and act on its drift as on our own
         (``--on-drift stop``: :attr:`stopped` is set; the engine marks the rows and exits 3)."""
-        c = report["counters"]
-        for k in ("canary_checks", "canary_calls", "passive_checks"):
-            setattr(self, k, getattr(self, k) + int(c.get(k, 0)))
-        self.canary_seconds += float(c.get("canary_seconds", 0.0))
+        for k, v in report["counters"].items():
+            setattr(self, k, getattr(self, k) + v)
         for row in report["unverified"]:
             if row not in self._suspects:
                 self._unverified[row] = (self._done, 0)
